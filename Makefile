@@ -1,0 +1,43 @@
+# Tollgate: `make run` (everything up on embedded defaults) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQ_HASH)
+
+.PHONY: run test lint format migrate worker web clean
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+run: $(STAMP)
+	@mkdir -p var
+	@$(PY) manage.py migrate --noinput -v0
+	@if [ -z "$$DATABASE_URL" ]; then $(PY) manage.py seed_demo; fi
+	@$(PY) manage.py run_stack
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+migrate: $(STAMP)
+	$(PY) manage.py migrate
+
+worker: $(STAMP)
+	$(PY) manage.py run_worker
+
+web: $(STAMP)
+	$(PY) -m daphne -b 127.0.0.1 -p $${PORT:-8000} config.asgi:application
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,56 @@
+from django.contrib import admin
+
+from approvals.models import ApprovalTask, AuditEntry, Decision, Policy, PolicyLevel
+
+
+class PolicyLevelInline(admin.TabularInline):
+    model = PolicyLevel
+    extra = 1
+    filter_horizontal = ["groups", "users"]
+
+
+@admin.register(Policy)
+class PolicyAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "final_action", "is_default"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [PolicyLevelInline]
+
+
+class DecisionInline(admin.TabularInline):
+    model = Decision
+    extra = 0
+    can_delete = False
+    readonly_fields = [
+        "decision_id",
+        "user",
+        "choice",
+        "comment",
+        "created_at",
+        "delivered_at",
+        "result",
+        "result_reason",
+    ]
+
+
+class AuditInline(admin.TabularInline):
+    model = AuditEntry
+    extra = 0
+    can_delete = False
+    readonly_fields = ["at", "kind", "actor", "level", "message"]
+    exclude = ["event_key"]
+
+
+@admin.register(ApprovalTask)
+class ApprovalTaskAdmin(admin.ModelAdmin):
+    """Read-only: the workflow owns a task's state; change it through Temporal."""
+
+    list_display = ["title", "status", "level", "due_at", "requested_by", "created_at"]
+    list_filter = ["status", "policy"]
+    search_fields = ["title", "request_id", "workflow_id"]
+    inlines = [DecisionInline, AuditInline]
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False

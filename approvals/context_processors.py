@@ -1,0 +1,13 @@
+from typing import Any
+
+from django.http import HttpRequest
+
+from approvals.models import ApprovalTask
+
+
+def pending_count(request: HttpRequest) -> dict[str, Any]:
+    """The header's pending count: evaluated only if a template uses it."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {"my_pending_count": lambda: ApprovalTask.objects.visible_to(user).pending().count()}

@@ -1,0 +1,278 @@
+"""The approval read model and escalation policies.
+
+Temporal owns each approval's lifecycle; these rows are what Django renders.
+They are written by the workflow's activities (see ``services.py``), except
+``Decision``, which the web writes first so that no click is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Exists, OuterRef, Q
+from django.urls import reverse
+from django.utils import timezone
+
+FOLD_AT = 240
+
+
+class Policy(models.Model):
+    class FinalAction(models.TextChoices):
+        EXPIRE = "expire", "Expire (nobody approved)"
+        APPROVE = "approve", "Approve automatically"
+        REJECT = "reject", "Reject automatically"
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    final_action = models.CharField(max_length=10, choices=FinalAction.choices, default=FinalAction.EXPIRE)
+    is_default = models.BooleanField(
+        default=False, help_text="Used for requests that name no policy. Exactly one policy should be the default."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "policies"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_policy")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PolicyLevel(models.Model):
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="levels")
+    order = models.PositiveSmallIntegerField(default=1)
+    groups = models.ManyToManyField(Group, blank=True, related_name="+")
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="+")
+    timeout = models.DurationField(help_text="How long this level may wait before it escalates (e.g. 1 day).")
+    reminder_interval = models.DurationField(
+        null=True, blank=True, help_text="Remind this level's approvers at this interval while they wait."
+    )
+
+    class Meta:
+        ordering = ["policy", "order"]
+        constraints = [models.UniqueConstraint(fields=["policy", "order"], name="unique_level_order")]
+
+    def __str__(self) -> str:
+        return f"{self.policy} level {self.order}"
+
+    def clean(self) -> None:
+        if self.timeout is not None and self.timeout < timedelta(minutes=1):
+            raise ValidationError({"timeout": "A level must wait at least one minute."})
+        if self.reminder_interval is not None and self.timeout is not None:
+            if self.reminder_interval < timedelta(minutes=1):
+                raise ValidationError({"reminder_interval": "Reminders can be at most one a minute."})
+            if self.reminder_interval >= self.timeout:
+                raise ValidationError({"reminder_interval": "A reminder must come before the level times out."})
+
+
+class TaskQuerySet(models.QuerySet["ApprovalTask"]):
+    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> TaskQuerySet:
+        """Tasks assigned to the user or one of their groups, at any level so far."""
+        if not user.is_authenticated:
+            return self.none()
+        assigned = TaskAssignment.objects.filter(task=OuterRef("pk")).filter(
+            Q(user=user) | Q(group__in=user.groups.all())  # type: ignore[union-attr]
+        )
+        return self.filter(Exists(assigned))
+
+    def pending(self) -> TaskQuerySet:
+        return self.filter(status=ApprovalTask.Status.PENDING)
+
+    def inbox_order(self) -> TaskQuerySet:
+        return self.order_by(
+            models.Case(models.When(status="pending", then=0), default=1),
+            models.F("due_at").asc(nulls_last=True),
+            "-created_at",
+        )
+
+
+class ApprovalTask(models.Model):
+    class Status(models.TextChoices):
+        STARTING = "starting", "Starting"
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    workflow_id = models.CharField(max_length=255, unique=True)
+    run_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=200)
+    title = models.CharField(max_length=300)
+    description = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150, blank=True)
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    payload = models.JSONField(default=dict, blank=True)
+    policy = models.ForeignKey(Policy, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
+    policy_snapshot = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTING, db_index=True)
+    level = models.PositiveSmallIntegerField(default=1)
+    escalations = models.PositiveSmallIntegerField(default=0)
+    due_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    start_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "due_at"], name="task_status_due")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("approvals:detail", args=[self.pk])
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (self.Status.STARTING, self.Status.PENDING)
+
+    @property
+    def is_overdue(self) -> bool:
+        return self.status == self.Status.PENDING and self.due_at is not None and self.due_at < timezone.now()
+
+    def can_be_decided_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
+        """Whether ``user`` may decide now: pending, assigned at this or an earlier level, not the requester."""
+        if not user.is_authenticated or self.status != self.Status.PENDING:
+            return False
+        if self.requester_id is not None and self.requester_id == user.pk:
+            return False
+        return ApprovalTask.objects.visible_to(user).filter(pk=self.pk).exists()
+
+    def payload_items(self) -> list[tuple[str, str, bool]]:
+        """(key, text, fold) per payload field: nested values as indented JSON,
+        long ones folded. The template escapes the text like any other."""
+        items = []
+        for key, value in (self.payload or {}).items():
+            text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+            items.append((str(key), text, len(text) > FOLD_AT or text.count("\n") > 6))
+        return items
+
+
+class TaskAssignment(models.Model):
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="assignments")
+    level = models.PositiveSmallIntegerField()
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["level", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "level", "group"], name="unique_group_assignment"),
+            models.UniqueConstraint(fields=["task", "level", "user"], name="unique_user_assignment"),
+            models.CheckConstraint(
+                condition=Q(group__isnull=False) | Q(user__isnull=False), name="assignment_has_assignee"
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "task"]), models.Index(fields=["group", "task"])]
+
+    def __str__(self) -> str:
+        return f"level {self.level}: {self.label}"
+
+    @property
+    def label(self) -> str:
+        return f"group {self.group.name}" if self.group_id else str(self.user)
+
+
+class Decision(models.Model):
+    """A decision as the approver made it, stored before it is sent to Temporal.
+
+    The row is the outbox: ``delivered_at`` stays empty until the ``decide``
+    signal has reached the Temporal server, and the worker's relay keeps
+    retrying until it does. ``decision_id`` travels with the signal, so a
+    redelivery is recognised and ignored by the workflow.
+    """
+
+    class Choice(models.TextChoices):
+        APPROVE = "approve", "Approve"
+        REJECT = "reject", "Reject"
+
+    class Result(models.TextChoices):
+        PENDING = "pending", "Waiting for the workflow"
+        APPLIED = "applied", "Applied"
+        IGNORED = "ignored", "Ignored"
+
+    decision_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="decisions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
+    choice = models.CharField(max_length=10, choices=Choice.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    last_delivery_error = models.TextField(blank=True)
+    result = models.CharField(max_length=10, choices=Result.choices, default=Result.PENDING)
+    result_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One decision per approver and task: a double click or a second tab
+            # finds the first one instead of making another.
+            models.UniqueConstraint(fields=["task", "user"], name="one_decision_per_user_and_task")
+        ]
+        indexes = [models.Index(fields=["delivered_at"], name="decision_undelivered")]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.choice} {self.task}"
+
+    def signal_payload(self) -> dict[str, str]:
+        return {
+            "decision": self.choice,
+            "user": self.user.get_username(),
+            "comment": self.comment,
+            "decision_id": str(self.decision_id),
+        }
+
+
+class AuditEntry(models.Model):
+    """What happened to a task, in order: requested, assigned, reminded, decided..."""
+
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="audit")
+    at = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=30)
+    actor = models.CharField(max_length=150, blank=True)
+    level = models.PositiveSmallIntegerField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    event_key = models.CharField(max_length=300, unique=True, null=True, blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.message}"
+
+
+class Notification(models.Model):
+    """One row per notification event, so a retried activity never mails twice."""
+
+    event_key = models.CharField(max_length=300, unique=True)
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=20)
+    recipients = models.JSONField(default=list)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.event_key

@@ -1,0 +1,474 @@
+"""Writes that span models or cause side effects.
+
+Two kinds of callers: the workflow's activities (register, escalate, complete,
+notify, check eligibility) and the web (request, decide). Activity-side
+functions are idempotent: Temporal may run them more than once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from approvals.models import ApprovalTask, AuditEntry, Decision, Notification, Policy, TaskAssignment
+from workflows import client as temporal
+from workflows.types import (
+    Approvers,
+    CompleteTaskInput,
+    EscalateInput,
+    LevelSnapshot,
+    NotifyInput,
+    PolicySnapshot,
+    RegisterTaskInput,
+)
+
+log = logging.getLogger(__name__)
+User = get_user_model()
+
+
+class InvalidRequest(ValueError):
+    """A request names a policy, group or user that does not exist."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+def _when(value: str) -> datetime:
+    parsed = parse_datetime(value.replace("Z", "+00:00"))
+    if parsed is None:
+        raise ValueError(f"not an ISO 8601 time: {value!r}")
+    return parsed
+
+
+# ---- policies ---------------------------------------------------------------
+
+
+def snapshot_policy(*, slug: str, approvers: Approvers | None) -> PolicySnapshot:
+    """The policy as the workflow will follow it, with names resolved and checked."""
+    if slug:
+        policy = Policy.objects.filter(slug=slug).first()
+        if policy is None:
+            raise InvalidRequest("policy", f"no escalation policy with slug {slug!r}")
+    else:
+        policy = Policy.objects.filter(is_default=True).first()
+        if policy is None:
+            raise InvalidRequest("policy", "no policy named and no default policy configured")
+    levels = [
+        LevelSnapshot(
+            groups=sorted(g.name for g in level.groups.all()),
+            users=sorted(u.get_username() for u in level.users.all()),
+            timeout_seconds=int(level.timeout.total_seconds()),
+            reminder_seconds=int(level.reminder_interval.total_seconds()) if level.reminder_interval else None,
+        )
+        for level in policy.levels.prefetch_related("groups", "users").order_by("order")
+    ]
+    if not levels:
+        raise InvalidRequest("policy", f"policy {policy.slug!r} has no levels")
+    if approvers is not None:
+        missing_groups = set(approvers.groups) - set(
+            Group.objects.filter(name__in=approvers.groups).values_list("name", flat=True)
+        )
+        if missing_groups:
+            raise InvalidRequest("approvers.groups", f"unknown group(s): {', '.join(sorted(missing_groups))}")
+        found_users = User.objects.filter(username__in=approvers.users, is_active=True).values_list(
+            "username", flat=True
+        )
+        missing_users = set(approvers.users) - set(found_users)
+        if missing_users:
+            raise InvalidRequest("approvers.users", f"unknown or inactive user(s): {', '.join(sorted(missing_users))}")
+        first = levels[0]
+        levels[0] = LevelSnapshot(approvers.groups, approvers.users, first.timeout_seconds, first.reminder_seconds)
+    for number, level in enumerate(levels, start=1):
+        if not level.groups and not level.users:
+            raise InvalidRequest("policy", f"level {number} of policy {policy.slug!r} has no approvers")
+    return PolicySnapshot(slug=policy.slug, name=policy.name, final_action=policy.final_action, levels=levels)
+
+
+# ---- activity side: keep the read model current -------------------------------
+
+
+def _assign(task: ApprovalTask, level: int, assignees: LevelSnapshot) -> None:
+    for group in Group.objects.filter(name__in=assignees.groups):
+        TaskAssignment.objects.get_or_create(task=task, level=level, group=group)
+    for user in User.objects.filter(username__in=assignees.users):
+        TaskAssignment.objects.get_or_create(task=task, level=level, user=user)
+
+
+def _audit(
+    task: ApprovalTask, *, key: str, kind: str, at: datetime, actor: str = "", level: int | None, message: str
+) -> None:
+    AuditEntry.objects.get_or_create(
+        event_key=f"{task.workflow_id}:{key}",
+        defaults={"task": task, "kind": kind, "at": at, "actor": actor, "level": level, "message": message},
+    )
+
+
+def register_task(*, data: RegisterTaskInput) -> ApprovalTask:
+    request = data.request
+    with transaction.atomic():
+        task, _ = ApprovalTask.objects.select_for_update().get_or_create(
+            workflow_id=data.workflow_id,
+            defaults={"request_id": request.request_id, "title": request.title, "created_at": _when(data.started_at)},
+        )
+        if task.status not in (ApprovalTask.Status.STARTING, ApprovalTask.Status.PENDING):
+            return task  # a retried activity after the task was closed
+        task.run_id = data.run_id
+        task.request_id = request.request_id
+        task.title = request.title
+        task.description = request.description
+        task.requested_by = request.requested_by
+        task.requester = User.objects.filter(username=request.requested_by).first() if request.requested_by else None
+        task.payload = request.payload
+        task.policy = Policy.objects.filter(slug=data.policy.slug).first()
+        task.policy_snapshot = {
+            "slug": data.policy.slug,
+            "name": data.policy.name,
+            "final_action": data.policy.final_action,
+            "levels": [vars(level) for level in data.policy.levels],
+        }
+        task.status = ApprovalTask.Status.PENDING
+        task.level = 1
+        task.due_at = _when(data.due_at)
+        task.start_error = ""
+        task.save()
+        _assign(task, 1, data.policy.levels[0])
+        started = _when(data.started_at)
+        _audit(
+            task,
+            key="requested",
+            kind="requested",
+            at=started,
+            actor=request.requested_by,
+            level=None,
+            message=f"Requested under policy {data.policy.name}",
+        )
+        _audit(
+            task,
+            key="assigned:1",
+            kind="assigned",
+            at=started,
+            level=1,
+            message=f"Assigned to {_describe(data.policy.levels[0])}",
+        )
+    return task
+
+
+def escalate_task(*, data: EscalateInput) -> None:
+    with transaction.atomic():
+        task = ApprovalTask.objects.select_for_update().get(workflow_id=data.workflow_id)
+        if task.status != ApprovalTask.Status.PENDING:
+            return
+        _assign(task, data.level, data.assignees)
+        if data.level > task.level:
+            task.level = data.level
+            task.escalations = data.escalations
+            task.due_at = _when(data.due_at)
+            task.save(update_fields=["level", "escalations", "due_at", "updated_at"])
+        _audit(
+            task,
+            key=f"escalated:{data.level}",
+            kind="escalated",
+            at=_when(data.at),
+            level=data.level,
+            message=f"Escalated to level {data.level}: {_describe(data.assignees)}",
+        )
+
+
+def complete_task(*, data: CompleteTaskInput) -> None:
+    with transaction.atomic():
+        task = ApprovalTask.objects.select_for_update().get(workflow_id=data.workflow_id)
+        decided_at = _when(data.decided_at)
+        task.status = data.outcome
+        task.decided_by = data.decided_by or ""
+        task.decided_at = decided_at
+        task.comment = data.comment
+        task.level = data.level
+        task.escalations = data.escalations
+        task.save(update_fields=["status", "decided_by", "decided_at", "comment", "level", "escalations", "updated_at"])
+        if data.decision_id:
+            Decision.objects.filter(task=task, decision_id=data.decision_id).update(
+                result=Decision.Result.APPLIED, result_reason=""
+            )
+        reasons = {entry["decision_id"]: entry["reason"] for entry in data.ignored if entry.get("decision_id")}
+        by = f" by {data.decided_by}" if data.decided_by else ""
+        fallback = f"the task was already {data.outcome}{by}"
+        for decision in task.decisions.filter(result=Decision.Result.PENDING).exclude(decision_id=data.decision_id):
+            decision.result = Decision.Result.IGNORED
+            decision.result_reason = reasons.get(str(decision.decision_id), fallback)
+            decision.save(update_fields=["result", "result_reason"])
+        verb = {"approved": "Approved", "rejected": "Rejected", "expired": "Expired", "cancelled": "Cancelled"}
+        message = f"{verb.get(data.outcome, data.outcome)}{by}" + (f": {data.comment}" if data.comment else "")
+        _audit(
+            task,
+            key="completed",
+            kind=data.outcome,
+            at=decided_at,
+            actor=data.decided_by or "",
+            level=data.level,
+            message=message,
+        )
+        for entry in data.ignored:
+            _audit(
+                task,
+                key=f"ignored:{entry.get('decision_id') or uuid.uuid4()}",
+                kind="ignored",
+                at=decided_at,
+                actor=entry.get("user", ""),
+                level=None,
+                message=f"Decision ignored: {entry['reason']}",
+            )
+
+
+def check_eligibility(*, workflow_id: str, username: str, level: int) -> tuple[bool, str]:
+    task = ApprovalTask.objects.filter(workflow_id=workflow_id).first()
+    if task is None:
+        return False, "the task is unknown"
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        return False, "no such active user"
+    if task.requester_id == user.pk:
+        return False, "requesters may not decide their own request"
+    groups = user.groups.all()
+    assigned = (
+        task.assignments.filter(level__lte=level).filter(user=user).exists()
+        or task.assignments.filter(level__lte=level, group__in=groups).exists()
+    )
+    return (True, "") if assigned else (False, f"not assigned at level {level} or earlier")
+
+
+def _describe(level: LevelSnapshot) -> str:
+    parts = [f"group {g}" for g in level.groups] + list(level.users)
+    return ", ".join(parts) or "nobody"
+
+
+def recipients_for(task: ApprovalTask, level: int, *, only_level: bool) -> list[str]:
+    assignments = task.assignments.filter(level=level) if only_level else task.assignments.filter(level__lte=level)
+    users = User.objects.filter(is_active=True).exclude(email="")
+    direct = users.filter(pk__in=assignments.exclude(user=None).values("user"))
+    via_groups = users.filter(groups__in=assignments.exclude(group=None).values("group"))
+    return sorted({u.email for u in direct} | {u.email for u in via_groups})
+
+
+def send_notification(*, data: NotifyInput) -> bool:
+    """Mail the approvers about one event, once. Returns False when already sent."""
+    task = ApprovalTask.objects.get(workflow_id=data.workflow_id)
+    if task.status != ApprovalTask.Status.PENDING:
+        return False
+    with transaction.atomic():
+        note, _ = Notification.objects.select_for_update().get_or_create(
+            event_key=data.event_key, defaults={"task": task, "kind": data.kind}
+        )
+        if note.sent_at is not None:
+            return False
+        # A reminder goes to everyone who may decide; an escalation or first
+        # assignment to the level that was just added.
+        recipients = recipients_for(task, data.level, only_level=data.kind != "reminder")
+        if recipients:
+            context = {
+                "task": task,
+                "kind": data.kind,
+                "level": data.level,
+                "url": settings.TOLLGATE_BASE_URL + task.get_absolute_url(),
+            }
+            subject = render_to_string("approvals/email/subject.txt", context).strip()
+            body = render_to_string("approvals/email/body.txt", context)
+            send_mail(subject, body, None, recipients)
+        note.recipients = recipients
+        note.sent_at = timezone.now()
+        note.save(update_fields=["recipients", "sent_at"])
+    if data.kind == "reminder":
+        _audit(
+            task,
+            key=data.event_key,
+            kind="reminded",
+            at=timezone.now(),
+            level=data.level,
+            message=f"Reminder sent to {len(recipients)} approver(s)",
+        )
+    return True
+
+
+# ---- web side: requests ---------------------------------------------------------
+
+
+def create_request(
+    *, user: AbstractBaseUser, title: str, description: str, policy: Policy | None, payload: dict[str, Any]
+) -> ApprovalTask:
+    """Save the request and start its workflow once the row is committed."""
+    request_id = uuid.uuid4().hex[:12]
+    task = ApprovalTask.objects.create(
+        workflow_id=f"approval-{request_id}",
+        request_id=request_id,
+        title=title,
+        description=description,
+        requested_by=user.get_username(),
+        requester=user,  # type: ignore[misc]
+        payload=payload,
+        policy=policy,
+    )
+    transaction.on_commit(lambda: start_task_workflow(task_id=task.pk), robust=True)
+    return task
+
+
+def workflow_input(task: ApprovalTask) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "request_id": task.request_id,
+        "title": task.title,
+        "description": task.description,
+        "requested_by": task.requested_by,
+        "payload": task.payload,
+    }
+    if task.policy is not None:
+        data["policy"] = task.policy.slug
+    return data
+
+
+def start_task_workflow(*, task_id: int) -> bool:
+    """Start the workflow of a task still ``starting``; the relay retries on failure."""
+    task = ApprovalTask.objects.select_related("policy").get(pk=task_id)
+    if task.status != ApprovalTask.Status.STARTING:
+        return True
+    try:
+        run_id = temporal.run(temporal.start_approval, workflow_id=task.workflow_id, request=workflow_input(task))
+    except temporal.TemporalUnavailable as exc:
+        ApprovalTask.objects.filter(pk=task.pk).update(start_error=str(exc)[:500])
+        log.warning("could not start %s yet: %s", task.workflow_id, exc)
+        return False
+    if run_id:
+        ApprovalTask.objects.filter(pk=task.pk, run_id="").update(run_id=run_id)
+    return True
+
+
+# ---- web side: decisions ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecideResult:
+    """What the approver is told, honestly."""
+
+    state: str  # applied | lost | recorded | delivered | refused
+    message: str
+    decision: Decision | None = None
+
+
+def _hhmm(moment: datetime | None) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "an unknown time"
+
+
+def decide_task(*, task: ApprovalTask, user: AbstractBaseUser, choice: str, comment: str) -> DecideResult:
+    """Record a decision durably, deliver it to the workflow, and say what happened.
+
+    The task row is locked while we look for an earlier decision, so of two
+    approvers clicking at once exactly one decision is recorded; the other is
+    told who was first. The same approver clicking twice gets their first
+    decision back.
+    """
+    with transaction.atomic():
+        locked = ApprovalTask.objects.select_for_update().get(pk=task.pk)
+        mine = locked.decisions.filter(user=user.pk).first()
+        other = locked.decisions.select_related("user").exclude(user=user.pk).exclude(result=Decision.Result.IGNORED)
+        first = other.order_by("created_at").first()
+        if mine is not None:
+            decision = mine  # a double click or a second tab: the first decision stands
+        elif first is not None:
+            return DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
+        elif locked.status != ApprovalTask.Status.PENDING:
+            by = f" by {locked.decided_by}" if locked.decided_by else ""
+            return DecideResult("lost", f"Already {locked.status}{by} at {_hhmm(locked.decided_at)}.")
+        else:
+            try:
+                with transaction.atomic():
+                    decision = Decision.objects.create(task=locked, user=user, choice=choice, comment=comment)
+            except IntegrityError:  # the same approver, in another tab, a moment ago
+                decision = Decision.objects.get(task=locked, user=user)
+    deliver_decision(decision=decision)
+    return outcome_of(decision=decision)
+
+
+def deliver_decision(*, decision: Decision) -> bool:
+    """Send the ``decide`` signal; on failure the decision stays in the outbox."""
+    if decision.delivered_at is not None:
+        return True
+    Decision.objects.filter(pk=decision.pk).update(delivery_attempts=decision.delivery_attempts + 1)
+    try:
+        temporal.run(temporal.signal_decision, workflow_id=decision.task.workflow_id, payload=decision.signal_payload())
+    except temporal.TemporalUnavailable as exc:
+        Decision.objects.filter(pk=decision.pk).update(last_delivery_error=str(exc)[:500])
+        return False
+    except temporal.WorkflowClosed:
+        decision.result = Decision.Result.IGNORED
+        decision.result_reason = "the workflow had already finished"
+        decision.delivered_at = timezone.now()
+        decision.save(update_fields=["result", "result_reason", "delivered_at"])
+        return True
+    decision.delivered_at = timezone.now()
+    decision.last_delivery_error = ""
+    decision.save(update_fields=["delivered_at", "last_delivery_error"])
+    return True
+
+
+def outcome_of(*, decision: Decision) -> DecideResult:
+    """Wait briefly for the workflow to apply the decision, then describe it."""
+    if decision.delivered_at is None:
+        return DecideResult(
+            "recorded",
+            "Your decision is recorded; it will be applied when the workflow engine is back.",
+            decision,
+        )
+    if decision.result == Decision.Result.PENDING:
+        try:
+            temporal.run(
+                temporal.wait_for_result,
+                workflow_id=decision.task.workflow_id,
+                seconds=settings.TOLLGATE_DECISION_WAIT_SECONDS,
+            )
+        except (temporal.TemporalUnavailable, temporal.WorkflowClosed):
+            pass
+        decision.refresh_from_db()
+    if decision.result == Decision.Result.APPLIED:
+        verb = "Approved" if decision.choice == Decision.Choice.APPROVE else "Rejected"
+        return DecideResult("applied", f"{verb}.", decision)
+    if decision.result == Decision.Result.IGNORED:
+        return DecideResult("lost", f"Not applied: {decision.result_reason}.", decision)
+    return DecideResult(
+        "delivered",
+        "Your decision is recorded and delivered; it will be applied as soon as a worker picks it up.",
+        decision,
+    )
+
+
+def deliver_outbox(*, older_than: timedelta = timedelta(seconds=2), limit: int = 200) -> tuple[int, int]:
+    """Deliver decisions and start workflows that an earlier attempt could not.
+
+    Runs in the worker process (``run_worker``) on a timer, because it must work
+    precisely when Temporal was unreachable. Returns (decisions, starts) done.
+    """
+    cutoff = timezone.now() - older_than
+    delivered = 0
+    for decision in Decision.objects.filter(delivered_at=None, created_at__lt=cutoff).select_related("task", "user")[
+        :limit
+    ]:
+        if not deliver_decision(decision=decision):
+            break  # still unreachable: try again on the next tick
+        delivered += 1
+    started = 0
+    for task_id in ApprovalTask.objects.filter(status=ApprovalTask.Status.STARTING, created_at__lt=cutoff).values_list(
+        "pk", flat=True
+    )[:limit]:
+        if not start_task_workflow(task_id=task_id):
+            break
+        started += 1
+    return delivered, started

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from approvals import services
+from approvals.forms import DecisionForm, RequestForm
+from approvals.models import ApprovalTask, Decision
+
+PAGE_SIZE = 25
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def get_task_for_user(user: AbstractBaseUser | AnonymousUser, pk: int) -> ApprovalTask:
+    """The task if the user may see it (assigned, requester, staff); 404 otherwise."""
+    visible = ApprovalTask.objects.visible_to(user) | ApprovalTask.objects.filter(requester=user.pk)
+    if user.is_staff or user.has_perm("approvals.view_approvaltask"):  # type: ignore[union-attr]
+        visible = ApprovalTask.objects.all()
+    try:
+        return visible.select_related("policy", "requester").distinct().get(pk=pk)
+    except ApprovalTask.DoesNotExist:
+        raise Http404("No such task, or it is not assigned to you.") from None
+
+
+@login_required
+@require_GET
+def inbox(request: HtmxHttpRequest) -> HttpResponse:
+    show = request.GET.get("show", "pending")
+    query = request.GET.get("q", "").strip()[:200]
+    tasks = ApprovalTask.objects.visible_to(request.user)
+    counts = {"pending": tasks.pending().count(), "overdue": tasks.pending().filter(due_at__lt=timezone.now()).count()}
+    if show != "all":
+        show = "pending"
+        tasks = tasks.pending()
+    if query:
+        tasks = tasks.filter(Q(title__icontains=query) | Q(request_id=query))
+    page = Paginator(tasks.select_related("policy").inbox_order(), PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "counts": counts, "show": show, "query": query}
+    template = "approvals/inbox.html#rows" if request.htmx and not request.htmx.boosted else "approvals/inbox.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+def task_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    task = get_task_for_user(request.user, pk)
+    return render(request, "approvals/task_detail.html", _detail_context(request, task, DecisionForm()))
+
+
+@login_required
+@require_POST
+def decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    task = get_task_for_user(request.user, pk)
+    if task.requester_id == request.user.pk:
+        raise PermissionDenied("Requesters may not decide their own request.")
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        context = _detail_context(request, task, form)
+        return render(request, "approvals/task_detail.html#decision", context, status=422)
+    if not task.can_be_decided_by(request.user) and not task.decisions.filter(user=request.user.pk).exists():
+        result = services.DecideResult("lost", _closed_message(task))
+    else:
+        result = services.decide_task(
+            task=task,
+            user=request.user,
+            choice=form.cleaned_data["choice"],  # type: ignore[arg-type]
+            comment=form.cleaned_data["comment"].strip(),
+        )
+    task.refresh_from_db()
+    if not request.htmx:
+        level = messages.SUCCESS if result.state == "applied" else messages.WARNING
+        messages.add_message(request, level, result.message)
+        return redirect(task)
+    context = _detail_context(request, task, DecisionForm(), result=result)
+    response = render(request, "approvals/task_detail.html#decision", context)
+    return trigger_client_event(response, "tollgate:decided", {"task": task.pk, "state": result.state})
+
+
+@login_required
+@require_GET
+def my_decisions(request: HtmxHttpRequest) -> HttpResponse:
+    decisions = Decision.objects.filter(user=request.user.pk).select_related("task").order_by("-created_at")
+    page = Paginator(decisions, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "approvals/my_decisions.html", {"page": page})
+
+
+@login_required
+@require_GET
+def my_requests(request: HtmxHttpRequest) -> HttpResponse:
+    tasks = ApprovalTask.objects.filter(requester=request.user.pk).select_related("policy").order_by("-created_at")
+    page = Paginator(tasks, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "approvals/my_requests.html", {"page": page})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def new_request(request: HtmxHttpRequest) -> HttpResponse:
+    form = RequestForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        task = services.create_request(
+            user=request.user,  # type: ignore[arg-type]
+            title=form.cleaned_data["title"],
+            description=form.cleaned_data["description"],
+            policy=form.cleaned_data["policy"],
+            payload=form.cleaned_data["payload"],
+        )
+        messages.success(request, "Request sent. It appears in the approvers' inboxes as soon as its workflow starts.")
+        return redirect(task)
+    return render(request, "approvals/new_request.html", {"form": form}, status=422 if form.errors else 200)
+
+
+def _detail_context(
+    request: HttpRequest, task: ApprovalTask, form: DecisionForm, result: services.DecideResult | None = None
+) -> dict[str, object]:
+    my_decision = task.decisions.filter(user=request.user.pk).first()
+    return {
+        "task": task,
+        "form": form,
+        "result": result,
+        "can_decide": my_decision is None and task.can_be_decided_by(request.user),
+        "my_decision": my_decision,
+        "decisions": task.decisions.select_related("user"),
+        "assignments": task.assignments.select_related("group", "user"),
+        "audit": task.audit.all(),
+    }
+
+
+def _closed_message(task: ApprovalTask) -> str:
+    if task.status == ApprovalTask.Status.PENDING:
+        return "This task is not assigned to you at its current level."
+    by = f" by {task.decided_by}" if task.decided_by else ""
+    return f"Already {task.status}{by}."

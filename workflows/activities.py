@@ -1,0 +1,60 @@
+"""Thin activities: load by id, call an app service, return a dataclass.
+
+All are synchronous (the ORM is synchronous) and run on the worker's thread
+pool; the worker's interceptor closes stale database connections around each.
+All are idempotent: a retry finds the rows it wrote the first time.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from approvals import services
+from workflows.types import (
+    CompleteTaskInput,
+    Eligibility,
+    EligibilityInput,
+    EscalateInput,
+    LoadPolicyInput,
+    NotifyInput,
+    PolicySnapshot,
+    RegisterTaskInput,
+)
+
+
+@activity.defn(name="load_policy")
+def load_policy(data: LoadPolicyInput) -> PolicySnapshot:
+    try:
+        return services.snapshot_policy(slug=data.policy, approvers=data.approvers)
+    except services.InvalidRequest as exc:
+        raise ApplicationError(str(exc), exc.field, type="InvalidInput", non_retryable=True) from None
+
+
+@activity.defn(name="register_task")
+def register_task(data: RegisterTaskInput) -> None:
+    services.register_task(data=data)
+
+
+@activity.defn(name="escalate_task")
+def escalate_task(data: EscalateInput) -> None:
+    services.escalate_task(data=data)
+
+
+@activity.defn(name="complete_task")
+def complete_task(data: CompleteTaskInput) -> None:
+    services.complete_task(data=data)
+
+
+@activity.defn(name="check_eligibility")
+def check_eligibility(data: EligibilityInput) -> Eligibility:
+    eligible, reason = services.check_eligibility(workflow_id=data.workflow_id, username=data.user, level=data.level)
+    return Eligibility(eligible=eligible, reason=reason)
+
+
+@activity.defn(name="send_notification")
+def send_notification(data: NotifyInput) -> bool:
+    return services.send_notification(data=data)
+
+
+ALL = [load_policy, register_task, escalate_task, complete_task, check_eligibility, send_notification]

@@ -1,0 +1,161 @@
+"""The one place the web side talks to Temporal. Never imports activities.
+
+Every call has a short RPC timeout and turns "the server is not there" into
+``TemporalUnavailable``, so a view can answer honestly instead of hanging or
+showing a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from temporalio.client import Client, TLSConfig, WorkflowFailureError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.types import ApprovalResult
+
+T = TypeVar("T")
+RPC_TIMEOUT = timedelta(seconds=5)
+CONNECT_TIMEOUT = 5.0
+UNREACHABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED}
+
+# temporalio clients are safe to share, but their futures belong to the event
+# loop that awaits them; under ASGI that is one loop, in tests one per call.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
+
+
+class TemporalUnavailable(Exception):
+    """The Temporal server did not answer."""
+
+
+class WorkflowClosed(Exception):
+    """The workflow had already finished when we tried to reach it."""
+
+
+def tls_config() -> TLSConfig | bool:
+    if not settings.TEMPORAL_TLS and not settings.TEMPORAL_TLS_CLIENT_CERT:
+        return False
+
+    def read(path: str) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    return TLSConfig(
+        server_root_ca_cert=read(settings.TEMPORAL_TLS_SERVER_CA),
+        domain=settings.TEMPORAL_TLS_SERVER_NAME or None,
+        client_cert=read(settings.TEMPORAL_TLS_CLIENT_CERT),
+        client_private_key=read(settings.TEMPORAL_TLS_CLIENT_KEY),
+    )
+
+
+async def connect() -> Client:
+    """A new client from the settings (the worker keeps its own)."""
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                settings.TEMPORAL_ADDRESS,
+                namespace=settings.TEMPORAL_NAMESPACE,
+                tls=tls_config(),
+                api_key=settings.TEMPORAL_API_KEY or None,
+            ),
+            CONNECT_TIMEOUT,
+        )
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        raise TemporalUnavailable(f"cannot reach Temporal at {settings.TEMPORAL_ADDRESS}: {exc}") from None
+
+
+async def get_client() -> Client:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = await connect()
+        _clients[loop] = client
+    return client
+
+
+def forget_clients() -> None:
+    """Drop cached clients, e.g. after the settings changed in a test."""
+    _clients.clear()
+
+
+async def _call(make: Callable[[Client], Awaitable[T]]) -> T:
+    client = await get_client()
+    try:
+        return await make(client)
+    except RPCError as exc:
+        if exc.status in UNREACHABLE:
+            raise TemporalUnavailable(str(exc)) from None
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise WorkflowClosed(str(exc)) from None
+        raise
+
+
+async def start_approval(*, workflow_id: str, request: dict[str, Any]) -> str:
+    """Start ``ApprovalWorkflow``; starting one that already exists is a no-op."""
+
+    async def start(client: Client) -> str:
+        try:
+            handle = await client.start_workflow(
+                "ApprovalWorkflow",
+                request,
+                id=workflow_id,
+                task_queue=settings.TEMPORAL_TASK_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            return ""
+        return handle.result_run_id or ""
+
+    return await _call(start)
+
+
+async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:
+    async def signal(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id).signal("decide", payload, rpc_timeout=RPC_TIMEOUT)
+
+    await _call(signal)
+
+
+async def wait_for_result(*, workflow_id: str, seconds: float) -> ApprovalResult | None:
+    """The workflow's result if it finishes within ``seconds``, else None."""
+
+    async def result(client: Client) -> ApprovalResult | None:
+        handle = client.get_workflow_handle(workflow_id, result_type=ApprovalResult)
+        try:
+            return await asyncio.wait_for(handle.result(rpc_timeout=timedelta(seconds=seconds + 1)), seconds)
+        except (TimeoutError, WorkflowFailureError):
+            return None
+
+    return await _call(result)
+
+
+async def query_status(*, workflow_id: str) -> dict[str, Any]:
+    async def query(client: Client) -> dict[str, Any]:
+        return await client.get_workflow_handle(workflow_id).query("status", rpc_timeout=RPC_TIMEOUT)
+
+    return await _call(query)
+
+
+async def ping() -> None:
+    """Raise ``TemporalUnavailable`` unless the server answers."""
+
+    async def check(client: Client) -> None:
+        await client.service_client.check_health(timeout=RPC_TIMEOUT)
+
+    await _call(check)
+
+
+def run(coro_fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+    """Run one of the calls above from sync code (views, services)."""
+    return async_to_sync(coro_fn)(**kwargs)

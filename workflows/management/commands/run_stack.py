@@ -1,0 +1,173 @@
+"""``python manage.py run_stack``: what ``make run`` runs after migrating.
+
+Starts the Temporal dev server (unless TEMPORAL_ADDRESS already answers), the
+worker and the ASGI web server, prefixes their output with a label, and on
+Ctrl-C (or SIGTERM) stops web, then worker, then Temporal, each gracefully.
+Every port derives from PORT and TEMPORAL_ADDRESS, and the state files are
+named after them, so a second stack with other ports does not collide.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from workflows import client as temporal
+
+COLOURS = {"temporal": "35", "worker": "36", "web": "32", "stack": "33"}
+_print_lock = threading.Lock()
+
+
+def say(label: str, line: str) -> None:
+    colour = COLOURS.get(label, "0") if sys.stdout.isatty() else ""
+    prefix = f"\033[{colour}m{label:>8} |\033[0m " if colour else f"{label:>8} | "
+    with _print_lock:
+        sys.stdout.write(prefix + line.rstrip("\n") + "\n")
+        sys.stdout.flush()
+
+
+def answers(address: str, timeout: float = 1.0) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class Command(BaseCommand):
+    help = "Run the Temporal dev server (if needed), the worker and the web server together."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.children: list[tuple[str, subprocess.Popen[str]]] = []
+        self.stopping = False
+        signal.signal(signal.SIGTERM, lambda *_: self.stop("SIGTERM"))
+        try:
+            self.run_stack()
+        except KeyboardInterrupt:
+            self.stop("Ctrl-C")
+        finally:
+            self.stop("exit")
+
+    def run_stack(self) -> None:
+        address = settings.TEMPORAL_ADDRESS
+        host, port = address.rsplit(":", 1)
+        if answers(f"127.0.0.1:{settings.PORT}"):
+            raise CommandError(f"PORT {settings.PORT} is already in use; set PORT to a free port")
+        ui_url = settings.TEMPORAL_UI_URL
+        if answers(address):
+            say("stack", f"Temporal already answers at {address}; using it")
+        elif host in {"127.0.0.1", "localhost", "[::1]"}:
+            settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+            ui_port = int(port) + 1000
+            self.spawn(
+                "temporal",
+                [
+                    str(Path(sys.executable).parent / "temporal"),
+                    "server",
+                    "start-dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    port,
+                    "--ui-port",
+                    str(ui_port),
+                    "--db-filename",
+                    str(settings.VAR_DIR / f"temporal-{port}.db"),
+                    "--namespace",
+                    settings.TEMPORAL_NAMESPACE,
+                    "--log-level",
+                    "warn",
+                ],
+            )
+            ui_url = ui_url or f"http://127.0.0.1:{ui_port}"
+            self.wait_for_temporal()
+        else:
+            raise CommandError(f"TEMPORAL_ADDRESS {address} does not answer; start that server or unset the variable")
+
+        if not os.environ.get("DATABASE_URL"):
+            from approvals import demo
+
+            count = demo.seed_requests()
+            if count:
+                say("stack", f"started {count} demo requests")
+        python = sys.executable
+        self.spawn("worker", [python, "manage.py", "run_worker"])
+        self.spawn(
+            "web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(settings.PORT), "config.asgi:application"]
+        )
+        self.banner(ui_url)
+        while not self.stopping:
+            for label, proc in self.children:
+                if proc.poll() is not None and not self.stopping:
+                    say("stack", f"{label} exited with code {proc.returncode}; stopping everything")
+                    raise SystemExit(1)
+            time.sleep(0.5)
+
+    def wait_for_temporal(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                temporal.run(temporal.ping)
+                temporal.forget_clients()
+                return
+            except temporal.TemporalUnavailable:
+                time.sleep(0.5)
+        raise CommandError("the Temporal dev server did not become ready within 60 seconds")
+
+    def spawn(self, label: str, argv: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=settings.BASE_DIR,
+            start_new_session=True,  # our Ctrl-C handling decides the order
+        )
+        self.children.append((label, proc))
+        threading.Thread(target=self.pump, args=(label, proc.stdout), daemon=True).start()
+
+    @staticmethod
+    def pump(label: str, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            say(label, line)
+
+    def banner(self, ui_url: str) -> None:
+        from approvals.demo import CAST, DEMO_PASSWORD
+
+        say("stack", f"Tollgate is up: http://127.0.0.1:{settings.PORT}/")
+        if ui_url:
+            say("stack", f"Temporal UI:     {ui_url}")
+        if not os.environ.get("DATABASE_URL"):
+            say("stack", f"Demo logins (password '{DEMO_PASSWORD}'):")
+            for username, role, groups, _staff, _su in CAST:
+                say("stack", f"  {username:<6} {role}" + (f" (groups: {', '.join(groups)})" if groups else ""))
+        say("stack", "Press Ctrl-C to stop.")
+
+    def stop(self, why: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.children:
+            say("stack", f"{why}: stopping web, worker, then Temporal")
+        for label, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT if label == "temporal" else signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    say("stack", f"{label} did not stop in 15s; killing it")
+                    proc.kill()

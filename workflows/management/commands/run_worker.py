@@ -1,0 +1,69 @@
+"""``python manage.py run_worker``: the Temporal worker and the decision outbox relay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from workflows import client as temporal
+from workflows.worker import build_worker, relay_outbox
+
+log = logging.getLogger("tollgate.worker")
+
+
+class Command(BaseCommand):
+    help = "Run the Temporal worker for approvals until SIGINT/SIGTERM, then shut down gracefully."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        asyncio.run(self.main())
+
+    async def main(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        relay = asyncio.create_task(relay_outbox(stop))
+        delay = 1.0
+        with ThreadPoolExecutor(max_workers=settings.TOLLGATE_WORKER_THREADS) as executor:
+            while not stop.is_set():
+                try:
+                    client = await temporal.connect()
+                except temporal.TemporalUnavailable as exc:
+                    log.warning("%s; retrying in %.0fs", exc, delay)
+                    await _sleep_or_stop(stop, delay)
+                    delay = min(delay * 2, 30)
+                    continue
+                delay = 1.0
+                worker = build_worker(client, executor)
+                log.info(
+                    "worker polling task queue %r on %s namespace %r",
+                    settings.TEMPORAL_TASK_QUEUE,
+                    settings.TEMPORAL_ADDRESS,
+                    settings.TEMPORAL_NAMESPACE,
+                )
+                running = asyncio.create_task(worker.run())
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set():
+                    log.info("shutting down: finishing in-flight activities (up to 10s)")
+                    await worker.shutdown()
+                    break
+                stopped.cancel()
+                exc = running.exception()
+                log.error("worker stopped unexpectedly (%s); restarting", exc)
+                await _sleep_or_stop(stop, delay)
+        await relay
+        log.info("worker stopped")
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass

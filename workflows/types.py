@@ -1,0 +1,228 @@
+"""Data shapes that cross the Temporal boundary. Standard library only.
+
+The workflow's own input and the ``decide``/``cancel`` signal arguments arrive
+as plain JSON objects from clients in any language, so they are parsed here by
+hand: a wrong field gives an error that names it, instead of a payload
+conversion failure that would retry the workflow task forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTCOMES = ("approved", "rejected", "expired", "cancelled")
+FINAL_ACTIONS = {"expire": "expired", "approve": "approved", "reject": "rejected"}
+DECISIONS = {"approve": "approved", "reject": "rejected"}
+MAX_TEXT = 10_000
+
+
+class InputError(ValueError):
+    """A field of a JSON object from a client is missing or of the wrong type."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+def _string(raw: dict[str, Any], name: str, *, required: bool, max_length: int = MAX_TEXT) -> str:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise InputError(name, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise InputError(name, f"must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if required and not value:
+        raise InputError(name, "must not be empty")
+    if len(value) > max_length:
+        raise InputError(name, f"must be at most {max_length} characters")
+    return value
+
+
+def _string_list(raw: dict[str, Any], name: str, prefix: str) -> list[str]:
+    value = raw.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InputError(f"{prefix}.{name}", "must be a list of non-empty strings")
+    return sorted({v.strip() for v in value})
+
+
+@dataclass(frozen=True)
+class Approvers:
+    groups: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups and not self.users
+
+
+@dataclass(frozen=True)
+class ApprovalInput:
+    request_id: str
+    title: str
+    description: str = ""
+    requested_by: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    policy: str = ""
+    approvers: Approvers | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> ApprovalInput:
+        if not isinstance(raw, dict):
+            raise InputError("input", f"must be a JSON object, got {type(raw).__name__}")
+        payload = raw.get("payload") or {}
+        if not isinstance(payload, dict):
+            raise InputError("payload", f"must be a JSON object, got {type(payload).__name__}")
+        approvers = None
+        if raw.get("approvers") is not None:
+            value = raw["approvers"]
+            if not isinstance(value, dict):
+                raise InputError("approvers", "must be an object with 'groups' and/or 'users'")
+            approvers = Approvers(
+                groups=_string_list(value, "groups", "approvers"),
+                users=_string_list(value, "users", "approvers"),
+            )
+            if approvers.empty:
+                raise InputError("approvers", "must name at least one group or user")
+        return cls(
+            request_id=_string(raw, "request_id", required=True, max_length=200),
+            title=_string(raw, "title", required=True, max_length=300),
+            description=_string(raw, "description", required=False),
+            requested_by=_string(raw, "requested_by", required=False, max_length=150),
+            payload=payload,
+            policy=_string(raw, "policy", required=False, max_length=100),
+            approvers=approvers,
+        )
+
+
+@dataclass(frozen=True)
+class DecisionSignal:
+    decision: str
+    user: str
+    comment: str
+    decision_id: str
+
+    @classmethod
+    def parse(cls, raw: Any) -> DecisionSignal:
+        if not isinstance(raw, dict):
+            raise InputError("decision", "must be a JSON object")
+        decision = _string(raw, "decision", required=True, max_length=20)
+        if decision not in DECISIONS:
+            raise InputError("decision", "must be 'approve' or 'reject'")
+        return cls(
+            decision=decision,
+            user=_string(raw, "user", required=True, max_length=150),
+            comment=_string(raw, "comment", required=False),
+            decision_id=_string(raw, "decision_id", required=True, max_length=100),
+        )
+
+
+@dataclass(frozen=True)
+class CancelSignal:
+    user: str
+    reason: str
+
+    @classmethod
+    def parse(cls, raw: Any) -> CancelSignal:
+        if not isinstance(raw, dict):
+            raise InputError("cancel", "must be a JSON object")
+        return cls(
+            user=_string(raw, "user", required=False, max_length=150),
+            reason=_string(raw, "reason", required=False),
+        )
+
+
+# Activity arguments and results: one dataclass each, so fields can be added
+# without breaking running workflows.
+
+
+@dataclass(frozen=True)
+class LevelSnapshot:
+    groups: list[str]
+    users: list[str]
+    timeout_seconds: int
+    reminder_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    slug: str
+    name: str
+    final_action: str
+    levels: list[LevelSnapshot]
+
+
+@dataclass(frozen=True)
+class LoadPolicyInput:
+    policy: str
+    approvers: Approvers | None = None
+
+
+@dataclass(frozen=True)
+class RegisterTaskInput:
+    workflow_id: str
+    run_id: str
+    request: ApprovalInput
+    policy: PolicySnapshot
+    started_at: str
+    due_at: str
+
+
+@dataclass(frozen=True)
+class EscalateInput:
+    workflow_id: str
+    level: int
+    assignees: LevelSnapshot
+    due_at: str
+    escalations: int
+    at: str
+
+
+@dataclass(frozen=True)
+class NotifyInput:
+    """``event_key`` makes the activity idempotent: one mail per event."""
+
+    event_key: str
+    workflow_id: str
+    kind: str  # "assigned" | "reminder" | "escalated"
+    level: int
+
+
+@dataclass(frozen=True)
+class EligibilityInput:
+    workflow_id: str
+    user: str
+    level: int
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    eligible: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CompleteTaskInput:
+    workflow_id: str
+    outcome: str
+    decided_by: str | None
+    comment: str
+    decided_at: str
+    level: int
+    escalations: int
+    decision_id: str | None = None
+    ignored: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ApprovalResult:
+    outcome: str
+    decided_by: str | None
+    comment: str
+    decided_at: str
+    level: int
+    escalations: int
+    decision_id: str | None = None
+    request_id: str = ""

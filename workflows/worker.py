@@ -1,0 +1,76 @@
+"""Builds the worker: the approval workflow and its activities on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from temporalio.client import Client
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
+
+from workflows import activities
+from workflows.workflows import ApprovalWorkflow
+
+log = logging.getLogger(__name__)
+WORKFLOWS: Sequence[type] = [ApprovalWorkflow]
+
+
+class _CloseConnections(ActivityInboundInterceptor):
+    def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        # Sync activities run this in their own pool thread. Django's
+        # per-request connection clean-up never happens here, so do it per
+        # activity: a connection the database dropped is replaced, not reused.
+        close_old_connections()
+        try:
+            return self.next.execute_activity(input)
+        finally:
+            close_old_connections()
+
+
+class DjangoConnectionInterceptor(Interceptor):
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _CloseConnections(next)
+
+
+def build_worker(client: Client, executor: ThreadPoolExecutor, *, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.TEMPORAL_TASK_QUEUE,
+        workflows=list(WORKFLOWS),
+        activities=activities.ALL,
+        activity_executor=executor,
+        max_concurrent_activities=settings.TOLLGATE_WORKER_THREADS,
+        interceptors=[DjangoConnectionInterceptor()],
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def relay_outbox(stop: asyncio.Event, *, interval: float | None = None) -> None:
+    """Deliver decisions and workflow starts that failed while Temporal was down."""
+    from asgiref.sync import sync_to_async
+
+    from approvals.services import deliver_outbox
+
+    every = interval or settings.TOLLGATE_OUTBOX_INTERVAL_SECONDS
+    while not stop.is_set():
+        try:
+            delivered, started = await sync_to_async(deliver_outbox, thread_sensitive=False)()
+            if delivered or started:
+                log.info("outbox: delivered %d decision(s), started %d workflow(s)", delivered, started)
+        except Exception:  # keep relaying whatever one tick hit
+            log.exception("outbox relay tick failed")
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            pass

@@ -1,0 +1,339 @@
+"""Deterministic workflow code only: no Django, ORM, settings or I/O imports.
+
+``ApprovalWorkflow`` implements the public contract in shared/ARCHITECTURE.md.
+It owns the lifecycle of one approval: it loads its escalation policy once
+(through an activity, so the snapshot sits in the history and replays the
+same), keeps the Django read model current through activities, waits for the
+first valid decision, reminds and escalates on timers, and applies the
+policy's final action when the last level times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from workflows.types import (
+    DECISIONS,
+    FINAL_ACTIONS,
+    ApprovalInput,
+    ApprovalResult,
+    CancelSignal,
+    CompleteTaskInput,
+    DecisionSignal,
+    Eligibility,
+    EligibilityInput,
+    EscalateInput,
+    InputError,
+    LevelSnapshot,
+    LoadPolicyInput,
+    NotifyInput,
+    PolicySnapshot,
+    RegisterTaskInput,
+)
+
+# Database activities retry until the database is back: a decision must never
+# be lost because PostgreSQL restarted. Bad input is marked non-retryable.
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["InvalidInput"],
+)
+DB_TIMEOUT = timedelta(seconds=30)
+# Mail is best effort with retries; a dead mail server must not hold up an
+# escalation, so failures are recorded in the task's history and left there.
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+    maximum_attempts=8,
+)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@workflow.defn(name="ApprovalWorkflow")
+class ApprovalWorkflow:
+    def __init__(self) -> None:
+        self._request_id = ""
+        self._level = 0
+        self._due_at: datetime | None = None
+        self._assignees: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        self._seen_decisions: set[str] = set()
+        self._ignored: list[dict[str, Any]] = []
+        self._escalations = 0
+        self._registered = False
+        self._result: ApprovalResult | None = None
+        self._policy: PolicySnapshot | None = None
+        self._notifications: list[asyncio.Task[None]] = []
+
+    # ---- run -------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, raw: dict[str, Any]) -> ApprovalResult:
+        try:
+            request = ApprovalInput.parse(raw)
+        except InputError as exc:
+            raise ApplicationError(f"invalid input: {exc}", exc.field, type="InvalidInput", non_retryable=True)
+        self._request_id = request.request_id
+        self._event("requested", user=request.requested_by, detail=request.title)
+
+        try:
+            policy = await workflow.execute_activity(
+                "load_policy",
+                LoadPolicyInput(policy=request.policy, approvers=request.approvers),
+                result_type=PolicySnapshot,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == "InvalidInput":
+                raise ApplicationError(
+                    f"invalid input: {cause.message}", *cause.details, type="InvalidInput", non_retryable=True
+                ) from None
+            raise
+        self._policy = policy
+
+        started = workflow.now()
+        self._level = 1
+        self._due_at = started + timedelta(seconds=policy.levels[0].timeout_seconds)
+        self._activate_level(policy.levels[0])
+        await workflow.execute_activity(
+            "register_task",
+            RegisterTaskInput(
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                request=request,
+                policy=policy,
+                started_at=_iso(started),
+                due_at=_iso(self._due_at),
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._registered = True
+        self._notify("assigned")
+
+        try:
+            await self._wait_for_outcome(policy)
+        except asyncio.CancelledError:
+            # A Temporal cancellation request: close the task like the cancel
+            # signal would, so no inbox keeps showing it.
+            if self._result is None:
+                self._finish("cancelled", None, "Workflow cancellation requested")
+
+        assert self._result is not None
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await workflow.execute_activity(
+            "complete_task",
+            CompleteTaskInput(
+                workflow_id=workflow.info().workflow_id,
+                outcome=self._result.outcome,
+                decided_by=self._result.decided_by,
+                comment=self._result.comment,
+                decided_at=self._result.decided_at,
+                level=self._result.level,
+                escalations=self._result.escalations,
+                decision_id=self._result.decision_id,
+                ignored=self._ignored,
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        return self._result
+
+    async def _wait_for_outcome(self, policy: PolicySnapshot) -> None:
+        while self._result is None:
+            level = policy.levels[self._level - 1]
+            assert self._due_at is not None
+            level_started = self._due_at - timedelta(seconds=level.timeout_seconds)
+            reminder = timedelta(seconds=level.reminder_seconds) if level.reminder_seconds else None
+            next_reminder = level_started + reminder if reminder else None
+            reminders_sent = 0
+            while self._result is None:
+                wake = self._due_at
+                if next_reminder is not None and next_reminder < wake:
+                    wake = next_reminder
+                remaining = (wake - workflow.now()).total_seconds()
+                if remaining > 0:
+                    try:
+                        await workflow.wait_condition(lambda: self._result is not None, timeout=remaining)
+                    except TimeoutError:
+                        pass
+                if self._result is not None:
+                    return
+                now = workflow.now()
+                if now >= self._due_at:
+                    break
+                if next_reminder is not None and reminder is not None and now >= next_reminder:
+                    reminders_sent += 1
+                    self._event("reminded", detail=f"reminder {reminders_sent} at level {self._level}")
+                    self._notify("reminder", suffix=str(reminders_sent))
+                    next_reminder += reminder
+            if self._result is not None:
+                return
+            if self._level < len(policy.levels):
+                await self._escalate(policy.levels[self._level])
+            else:
+                outcome = FINAL_ACTIONS[policy.final_action]
+                self._event("final_action", detail=f"{policy.final_action} after level {self._level} timed out")
+                self._finish(
+                    outcome,
+                    None,
+                    f"No decision before the last deadline: the policy's final action is '{policy.final_action}'.",
+                )
+
+    async def _escalate(self, level: LevelSnapshot) -> None:
+        assert self._due_at is not None
+        at = self._due_at
+        self._level += 1
+        self._escalations += 1
+        self._due_at = at + timedelta(seconds=level.timeout_seconds)
+        self._activate_level(level)
+        self._event("escalated", detail=f"to level {self._level}")
+        await workflow.execute_activity(
+            "escalate_task",
+            EscalateInput(
+                workflow_id=workflow.info().workflow_id,
+                level=self._level,
+                assignees=level,
+                due_at=_iso(self._due_at),
+                escalations=self._escalations,
+                at=_iso(workflow.now()),
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._notify("escalated")
+
+    def _activate_level(self, level: LevelSnapshot) -> None:
+        self._assignees.append({"level": self._level, "groups": level.groups, "users": level.users})
+
+    # ---- decisions and cancellation --------------------------------------
+
+    @workflow.signal(name="decide")
+    async def decide_signal(self, raw: Any) -> None:
+        await self._decide(raw)
+
+    @workflow.update(name="decide")
+    async def decide_update(self, raw: Any) -> dict[str, Any]:
+        return await self._decide(raw)
+
+    @decide_update.validator
+    def validate_decide_update(self, raw: Any) -> None:
+        decision = DecisionSignal.parse(raw)  # InputError rejects the update
+        if decision.decision_id in self._seen_decisions:
+            raise ApplicationError("duplicate decision_id", type="DuplicateDecision")
+        if self._result is not None:
+            raise ApplicationError(self._closed_reason(), type="AlreadyDecided")
+
+    async def _decide(self, raw: Any) -> dict[str, Any]:
+        try:
+            decision = DecisionSignal.parse(raw)
+        except InputError as exc:
+            return self._ignore(raw, f"malformed decision: {exc}")
+        if decision.decision_id in self._seen_decisions:
+            return self._ignore(raw, "duplicate decision_id", record=False)
+        self._seen_decisions.add(decision.decision_id)
+        if self._result is not None:
+            return self._ignore(raw, self._closed_reason())
+        # A decision can arrive before the task exists in the read model.
+        await workflow.wait_condition(lambda: self._registered or self._result is not None)
+        if self._result is not None:
+            return self._ignore(raw, self._closed_reason())
+        eligibility = await workflow.execute_activity(
+            "check_eligibility",
+            EligibilityInput(workflow_id=workflow.info().workflow_id, user=decision.user, level=self._level),
+            result_type=Eligibility,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        if self._result is not None:
+            return self._ignore(raw, self._closed_reason())
+        if not eligibility.eligible:
+            return self._ignore(raw, f"{decision.user} may not decide: {eligibility.reason}")
+        self._event(
+            "decided", user=decision.user, detail=decision.decision, comment=decision.comment, id=decision.decision_id
+        )
+        self._finish(DECISIONS[decision.decision], decision.user, decision.comment, decision.decision_id)
+        return {"applied": True, "outcome": self._result.outcome if self._result else "", "reason": ""}
+
+    @workflow.signal(name="cancel")
+    def cancel_signal(self, raw: Any) -> None:
+        try:
+            cancel = CancelSignal.parse(raw)
+        except InputError as exc:
+            self._event("ignored", detail=f"malformed cancel: {exc}")
+            return
+        if self._result is not None:
+            self._event("ignored", user=cancel.user, detail=f"cancel after close: {self._closed_reason()}")
+            return
+        self._event("cancelled", user=cancel.user, detail=cancel.reason)
+        self._finish("cancelled", cancel.user or None, cancel.reason)
+
+    def _finish(self, outcome: str, user: str | None, comment: str, decision_id: str | None = None) -> None:
+        self._result = ApprovalResult(
+            outcome=outcome,
+            decided_by=user,
+            comment=comment,
+            decided_at=_iso(workflow.now()),
+            level=self._level,
+            escalations=self._escalations,
+            decision_id=decision_id,
+            request_id=self._request_id,
+        )
+
+    def _closed_reason(self) -> str:
+        assert self._result is not None
+        by = f" by {self._result.decided_by}" if self._result.decided_by else ""
+        return f"already {self._result.outcome}{by} at {self._result.decided_at}"
+
+    def _ignore(self, raw: Any, reason: str, *, record: bool = True) -> dict[str, Any]:
+        decision_id = raw.get("decision_id") if isinstance(raw, dict) else None
+        user = raw.get("user") if isinstance(raw, dict) else None
+        entry = {"decision_id": str(decision_id or ""), "user": str(user or ""), "reason": reason}
+        if record:
+            self._ignored.append(entry)
+        self._event("ignored", user=entry["user"], detail=reason, id=entry["decision_id"])
+        return {"applied": False, "outcome": self._result.outcome if self._result else "", "reason": reason}
+
+    # ---- status and history -----------------------------------------------
+
+    @workflow.query(name="status")
+    def status(self) -> dict[str, Any]:
+        return {
+            "request_id": self._request_id,
+            "level": self._level,
+            "assignees": self._assignees,
+            "due_at": _iso(self._due_at) if self._due_at else None,
+            "escalations": self._escalations,
+            "result": asdict(self._result) if self._result else None,
+            "events": self._events,
+        }
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        self._events.append({"at": _iso(workflow.now()), "type": kind, "level": self._level, **fields})
+
+    def _notify(self, kind: str, *, suffix: str = "") -> None:
+        key = f"{workflow.info().workflow_id}:{workflow.info().run_id}:{kind}:{self._level}:{suffix}"
+        notify = NotifyInput(event_key=key, workflow_id=workflow.info().workflow_id, kind=kind, level=self._level)
+        self._notifications.append(asyncio.create_task(self._send(notify)))
+
+    async def _send(self, notify: NotifyInput) -> None:
+        try:
+            await workflow.execute_activity(
+                "send_notification", notify, start_to_close_timeout=timedelta(minutes=1), retry_policy=NOTIFY_RETRY
+            )
+        except ActivityError as exc:
+            self._event("notification_failed", detail=f"{notify.kind}: {exc.cause or exc}")
