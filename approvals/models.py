@@ -195,6 +195,10 @@ class TaskAssignment(models.Model):
         return f"group {self.group.name}" if self.group_id else str(self.user)
 
 
+def _new_decision_id() -> str:
+    return str(uuid.uuid4())
+
+
 class Decision(models.Model):
     """A decision as the approver made it, stored before it is sent to Temporal.
 
@@ -213,7 +217,9 @@ class Decision(models.Model):
         APPLIED = "applied", "Applied"
         IGNORED = "ignored", "Ignored"
 
-    decision_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Any client may choose its own unique id (the contract says a string), so
+    # this is text; ours are UUIDs.
+    decision_id = models.CharField(max_length=100, default=_new_decision_id, unique=True, editable=False)
     task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="decisions")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
     choice = models.CharField(max_length=10, choices=Choice.choices)

@@ -50,7 +50,7 @@ def build_worker(client: Client, executor: ThreadPoolExecutor, *, task_queue: st
         workflows=list(WORKFLOWS),
         activities=activities.ALL,
         activity_executor=executor,
-        max_concurrent_activities=settings.TOLLGATE_WORKER_THREADS,
+        max_concurrent_activities=executor._max_workers,  # one slot per pool thread
         interceptors=[DjangoConnectionInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

@@ -80,7 +80,10 @@ class ApprovalWorkflow:
     # ---- run -------------------------------------------------------------
 
     @workflow.run
-    async def run(self, raw: dict[str, Any]) -> ApprovalResult:
+    async def run(self, raw: Any) -> ApprovalResult:
+        # ``Any``, not a dataclass or dict: a payload the converter cannot map
+        # would fail the workflow task and retry forever; ``parse`` instead
+        # fails the workflow at once with the field's name.
         try:
             request = ApprovalInput.parse(raw)
         except InputError as exc:

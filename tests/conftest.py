@@ -1,0 +1,272 @@
+"""The fixed cast, policies, and real Temporal servers from the pip-installed binaries."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from approvals import demo
+from approvals.models import ApprovalTask, Policy, PolicyLevel, TaskAssignment
+from workflows import client as temporal
+
+BIN = Path(sys.executable).parent
+TEMPORAL_CLI = BIN / "temporal"
+TEST_SERVER = BIN / "temporal-test-server"
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.TOLLGATE_DECISION_WAIT_SECONDS = 5
+
+
+@pytest.fixture(autouse=True)
+def _fresh_temporal_clients() -> Iterator[None]:
+    temporal.forget_clients()
+    yield
+    temporal.forget_clients()
+
+
+# ---- the cast -------------------------------------------------------------------
+
+
+@pytest.fixture
+def cast(db: None) -> dict[str, Any]:
+    """alice (requester), bob (approver), carol (escalation), dave (outsider), oscar (operator), admin."""
+    demo.seed_users_and_policies()
+    users = {u.username: u for u in get_user_model().objects.all()}
+    users["operator"] = users["oscar"]
+    return users
+
+
+def make_policy(
+    slug: str,
+    levels: list[dict[str, Any]],
+    *,
+    final_action: str = "expire",
+    default: bool = False,
+) -> Policy:
+    """levels: [{"groups": [...], "users": [...], "timeout": timedelta, "reminder": timedelta|None}]"""
+    if default:
+        Policy.objects.filter(is_default=True).update(is_default=False)
+    policy = Policy.objects.create(slug=slug, name=slug.title(), final_action=final_action, is_default=default)
+    User = get_user_model()
+    for order, spec in enumerate(levels, start=1):
+        level = PolicyLevel.objects.create(
+            policy=policy, order=order, timeout=spec["timeout"], reminder_interval=spec.get("reminder")
+        )
+        level.groups.set(Group.objects.filter(name__in=spec.get("groups", [])))
+        level.users.set(User.objects.filter(username__in=spec.get("users", [])))
+    return policy
+
+
+@pytest.fixture
+def two_levels(cast: dict[str, Any]) -> Policy:
+    """approvers for 1 hour (reminder every 20 minutes), then managers for 2 hours, then expire."""
+    return make_policy(
+        "two-levels",
+        [
+            {"groups": ["approvers"], "timeout": timedelta(hours=1), "reminder": timedelta(minutes=20)},
+            {"groups": ["managers"], "timeout": timedelta(hours=2)},
+        ],
+    )
+
+
+def pending_task(
+    title: str = "Buy a laptop",
+    *,
+    requester: Any = None,
+    groups: tuple[str, ...] = ("approvers",),
+    users: tuple[Any, ...] = (),
+    payload: dict[str, Any] | None = None,
+) -> ApprovalTask:
+    """A pending task row as the workflow's register activity leaves it (for view tests)."""
+    token = uuid.uuid4().hex[:10]
+    task = ApprovalTask.objects.create(
+        workflow_id=f"approval-{token}",
+        request_id=token,
+        title=title,
+        status=ApprovalTask.Status.PENDING,
+        requested_by=requester.username if requester else "system",
+        requester=requester,
+        payload=payload or {},
+    )
+    for group in Group.objects.filter(name__in=groups):
+        TaskAssignment.objects.create(task=task, level=1, group=group)
+    for user in users:
+        TaskAssignment.objects.create(task=task, level=1, user=user)
+    return task
+
+
+# ---- Temporal servers ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DevServer:
+    """``temporal server start-dev`` in a subprocess, stoppable and restartable on one port and file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.db_file = directory / f"temporal-{self.port}.db"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                str(TEMPORAL_CLI),
+                "server",
+                "start-dev",
+                "--headless",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--db-filename",
+                str(self.db_file),
+                "--log-level",
+                "error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                asyncio.run(self._ping())
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise RuntimeError("the Temporal dev server did not start")
+
+    async def _ping(self) -> None:
+        from temporalio.client import Client
+
+        client = await Client.connect(self.address)
+        await client.service_client.check_health()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    server = DevServer(tmp_path_factory.mktemp("temporal"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def temporal_settings(settings: Any, dev_server: DevServer) -> Any:
+    """Point the app at the session's dev server, on a task queue of this test's own."""
+    settings.TEMPORAL_ADDRESS = dev_server.address
+    settings.TEMPORAL_TASK_QUEUE = f"approvals-{uuid.uuid4().hex[:8]}"
+    return settings
+
+
+class WorkerThread:
+    """The real worker (``build_worker``) on its own event loop in a thread."""
+
+    def __init__(self, address: str, task_queue: str) -> None:
+        self.address = address
+        self.task_queue = task_queue
+        self.thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+    def start(self) -> WorkerThread:
+        self.ready.clear()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(30):
+            raise RuntimeError(f"worker did not start: {self.error}")
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from temporalio.client import Client
+
+        from workflows.worker import build_worker
+
+        self.loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        try:
+            client = await Client.connect(self.address)
+            with ThreadPoolExecutor(max_workers=8) as executor:
+                worker = build_worker(client, executor, task_queue=self.task_queue)
+                async with worker:
+                    self.ready.set()
+                    await self.stop_event.wait()
+        except BaseException as exc:  # surfaced by start()
+            self.error = exc
+            self.ready.set()
+            raise
+
+    def stop(self) -> None:
+        if self.loop and self.stop_event and self.thread and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(30)
+
+
+@pytest.fixture
+def worker(temporal_settings: Any, dev_server: DevServer) -> Iterator[WorkerThread]:
+    thread = WorkerThread(dev_server.address, temporal_settings.TEMPORAL_TASK_QUEUE).start()
+    yield thread
+    thread.stop()
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 15.0, every: float = 0.1) -> Any:
+    """Poll until ``check()`` is truthy; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+
+
+def workflow_result(address: str, workflow_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    async def fetch() -> dict[str, Any]:
+        from temporalio.client import Client
+
+        client = await Client.connect(address)
+        return await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), timeout)
+
+    return asyncio.run(fetch())
+
+
+def time_skipping_server_path() -> str:
+    return str(TEST_SERVER)
