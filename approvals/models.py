@@ -143,6 +143,11 @@ class ApprovalTask(models.Model):
         return reverse("approvals:detail", args=[self.pk])
 
     @property
+    def policy_name(self) -> str:
+        """The policy as the workflow follows it: the snapshot taken at its start."""
+        return (self.policy_snapshot or {}).get("name") or (self.policy.name if self.policy else "")
+
+    @property
     def is_open(self) -> bool:
         return self.status in (self.Status.STARTING, self.Status.PENDING)
 

@@ -81,6 +81,10 @@ def env_database(name: str, default: str) -> dict:
         # Busy timeout: the web server and the worker write to one file.
         config["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
         config["CONN_MAX_AGE"] = 0
+        # Tests use a file too: an in-memory database shared between threads
+        # (the worker's activities, the live server) fails with "table is
+        # locked" instead of waiting, unlike the file the default runs on.
+        config["TEST"] = {"NAME": str(VAR_DIR / "test-tollgate.sqlite3")}
     return config
 
 

@@ -1,0 +1,170 @@
+"""End to end on the Temporal dev server: pages, worker, client, outbox; nothing faked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from approvals.models import ApprovalTask, Decision
+from approvals.services import deliver_outbox
+from tests.conftest import TEMPORAL_CLI, DevServer, WorkerThread, eventually, make_policy, workflow_result
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+
+def logged_in(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def inbox_of(user: Any) -> str:
+    return logged_in(user).get(reverse("approvals:inbox")).content.decode()
+
+
+def start_with_cli(address: str, task_queue: str, request: dict[str, Any]) -> str:
+    workflow_id = f"approval-{request['request_id']}"
+    subprocess.run(
+        [str(TEMPORAL_CLI), "workflow", "start", "--address", address, "--type", "ApprovalWorkflow",
+         "--task-queue", task_queue, "--workflow-id", workflow_id, "--input", json.dumps(request)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return workflow_id
+
+
+def registered_task(workflow_id: str) -> ApprovalTask:
+    return eventually(lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").first())
+
+
+def test_a_request_from_the_form_reaches_the_right_inbox(cast: dict[str, Any], worker: WorkerThread) -> None:
+    response = logged_in(cast["alice"]).post(
+        reverse("approvals:new"), {"title": "Standing desk", "key_1": "amount", "value_1": "640 EUR"}
+    )
+    assert response.status_code == 302
+    task = ApprovalTask.objects.get(title="Standing desk")
+    eventually(lambda: "Standing desk" in inbox_of(cast["bob"]))
+    assert "Standing desk" not in inbox_of(cast["carol"])
+    task.refresh_from_db()
+    assert (task.status, task.policy_name, task.requested_by) == ("pending", "Standard", "alice")
+
+
+def test_a_request_from_a_plain_temporal_client_reaches_the_inbox_and_is_decided_there(
+    cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
+) -> None:
+    request = {"request_id": uuid.uuid4().hex[:8], "title": "Vendor contract", "requested_by": "procurement-bot",
+               "payload": {"vendor": "ACME", "value": 125000}}  # fmt: skip
+    workflow_id = start_with_cli(dev_server.address, worker.task_queue, request)
+    eventually(lambda: "Vendor contract" in inbox_of(cast["bob"]))
+    task = ApprovalTask.objects.get(workflow_id=workflow_id)
+    assert task.requester is None and task.payload == {"vendor": "ACME", "value": 125000}
+    response = logged_in(cast["bob"]).post(
+        reverse("approvals:decide", args=[task.pk]),
+        {"choice": "approve", "comment": "ok"},
+        headers={"HX-Request": "true"},
+    )
+    assert '<p class="result result-applied" role="status">Approved.</p>' in response.content.decode()
+    result = workflow_result(dev_server.address, workflow_id)
+    assert (result["outcome"], result["decided_by"], result["comment"]) == ("approved", "bob", "ok")
+    decision = Decision.objects.get(task=task)
+    assert (decision.result, str(decision.decision_id)) == ("applied", result["decision_id"])
+
+
+def test_a_decision_made_while_the_worker_is_stopped_applies_after_it_starts(
+    cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer, temporal_settings: Any
+) -> None:
+    temporal_settings.TOLLGATE_DECISION_WAIT_SECONDS = 1
+    request = {"request_id": uuid.uuid4().hex[:8], "title": "Worker outage", "requested_by": "alice"}
+    workflow_id = start_with_cli(dev_server.address, worker.task_queue, request)
+    task = registered_task(workflow_id)
+    worker.stop()
+    response = logged_in(cast["bob"]).post(
+        reverse("approvals:decide", args=[task.pk]), {"choice": "approve"}, follow=True
+    )
+    assert "delivered; it will be applied as soon as a worker picks it up" in response.content.decode()
+    assert Decision.objects.get(task=task).delivered_at is not None
+    worker.start()
+    result = workflow_result(dev_server.address, workflow_id)
+    assert (result["outcome"], result["decided_by"]) == ("approved", "bob")
+    eventually(lambda: ApprovalTask.objects.get(pk=task.pk).status == "approved")
+
+
+def test_a_decision_made_while_temporal_is_down_is_delivered_when_it_returns(
+    cast: dict[str, Any], settings: Any, tmp_path: Any
+) -> None:
+    server = DevServer(tmp_path)
+    server.start()
+    settings.TEMPORAL_ADDRESS = server.address
+    settings.TEMPORAL_TASK_QUEUE = "approvals-outage"
+    worker = WorkerThread(server.address, settings.TEMPORAL_TASK_QUEUE).start()
+    try:
+        request = {"request_id": uuid.uuid4().hex[:8], "title": "Server outage", "requested_by": "alice"}
+        workflow_id = start_with_cli(server.address, settings.TEMPORAL_TASK_QUEUE, request)
+        task = registered_task(workflow_id)
+        server.stop()
+        response = logged_in(cast["bob"]).post(
+            reverse("approvals:decide", args=[task.pk]), {"choice": "reject", "comment": "not now"}, follow=True
+        )
+        assert "recorded; it will be applied when the workflow engine is back" in response.content.decode()
+        decision = Decision.objects.get(task=task)
+        assert decision.delivered_at is None
+        assert deliver_outbox(older_than=_zero()) == (0, 0)  # still down: stays in the outbox
+
+        server.start()  # same port, same SQLite file: the workflow is still there
+        eventually(lambda: deliver_outbox(older_than=_zero())[0] == 1, timeout=30, every=0.5)
+        result = workflow_result(server.address, workflow_id, timeout=60)
+        assert (result["outcome"], result["decided_by"], result["comment"]) == ("rejected", "bob", "not now")
+        decision.refresh_from_db()
+        assert decision.delivered_at is not None and decision.delivery_attempts >= 2
+    finally:
+        worker.stop()
+        server.stop()
+
+
+def test_of_two_approvers_deciding_at_once_exactly_one_wins(
+    cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
+) -> None:
+    policy = make_policy("pair", [{"users": ["bob", "carol"], "timeout": _hours(1)}])
+    request = {"request_id": uuid.uuid4().hex[:8], "title": "Race", "requested_by": "alice", "policy": policy.slug}
+    workflow_id = start_with_cli(dev_server.address, worker.task_queue, request)
+    task = registered_task(workflow_id)
+    clients = {name: logged_in(cast[name]) for name in ("bob", "carol")}
+    barrier = threading.Barrier(2)
+    answers: dict[str, str] = {}
+
+    def decide(name: str) -> None:
+        barrier.wait()
+        response = clients[name].post(
+            reverse("approvals:decide", args=[task.pk]), {"choice": "approve"}, headers={"HX-Request": "true"}
+        )
+        answers[name] = response.content.decode()
+
+    threads = [threading.Thread(target=decide, args=(name,)) for name in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    result = workflow_result(dev_server.address, workflow_id)
+    winner = result["decided_by"]
+    loser = "carol" if winner == "bob" else "bob"
+    assert "Approved." in answers[winner]
+    assert f"Already decided by {winner} at" in answers[loser] or f"already approved by {winner}" in answers[loser]
+    assert Decision.objects.filter(task=task, result="applied").count() == 1
+
+
+def _zero() -> Any:
+    from datetime import timedelta
+
+    return timedelta(0)
+
+
+def _hours(n: int) -> Any:
+    from datetime import timedelta
+
+    return timedelta(hours=n)
