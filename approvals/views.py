@@ -85,7 +85,7 @@ def decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         messages.add_message(request, level, result.message)
         return redirect(task)
     context = _detail_context(request, task, DecisionForm(), result=result)
-    response = render(request, "approvals/task_detail.html#decision", context)
+    response = render(request, "approvals/task_detail.html#decided", context)
     return trigger_client_event(response, "tollgate:decided", {"task": task.pk, "state": result.state})
 
 

@@ -153,7 +153,7 @@ class DevServer:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                asyncio.run(self._ping())
+                run_async(self._ping)
                 return
             except Exception:
                 time.sleep(0.2)
@@ -265,7 +265,26 @@ def workflow_result(address: str, workflow_id: str, timeout: float = 20.0) -> di
         client = await Client.connect(address)
         return await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), timeout)
 
-    return asyncio.run(fetch())
+    return run_async(fetch)
+
+
+def run_async(coro_fn: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion on a fresh loop in its own thread, so it
+    works even where a loop already runs (Playwright's sync API)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(coro_fn())
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def time_skipping_server_path() -> str:
