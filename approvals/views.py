@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from urllib.parse import quote
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -135,7 +138,22 @@ def _detail_context(
         "decisions": task.decisions.select_related("user"),
         "assignments": task.assignments.select_related("group", "user"),
         "audit": task.audit.all(),
+        "temporal_url": _temporal_ui_link(request, task),
     }
+
+
+def _temporal_ui_link(request: HttpRequest, task: ApprovalTask) -> str:
+    """The workflow in the Temporal UI, for staff and operators."""
+    user = request.user
+    if not (user.is_staff or user.has_perm("approvals.view_approvaltask")):  # type: ignore[union-attr]
+        return ""
+    base = settings.TEMPORAL_UI_URL
+    host, port = settings.TEMPORAL_ADDRESS.rsplit(":", 1)
+    if not base and host in ("127.0.0.1", "localhost"):
+        base = f"http://{host}:{int(port) + 1000}"  # the dev server's UI, as make run starts it
+    if not base:
+        return ""
+    return f"{base.rstrip('/')}/namespaces/{quote(settings.TEMPORAL_NAMESPACE)}/workflows/{quote(task.workflow_id)}"
 
 
 def _closed_message(task: ApprovalTask) -> str:

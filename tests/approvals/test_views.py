@@ -271,3 +271,15 @@ def test_a_request_made_while_temporal_is_down_waits_to_be_started(
     assert (task.status, task.payload, task.requester) == ("starting", {"amount": "300 EUR"}, cast["alice"])
     assert "cannot reach Temporal" in task.start_error
     assert "Team dinner" in client.get(reverse("approvals:my_requests")).content.decode()
+
+
+def test_staff_and_operators_get_a_link_to_the_workflow_in_the_temporal_ui(
+    client: Client, cast: dict[str, Any], settings: Any
+) -> None:
+    settings.TEMPORAL_UI_URL = "https://temporal.example.com/"
+    task = pending_task(requester=cast["alice"])
+    link = f"https://temporal.example.com/namespaces/default/workflows/{task.workflow_id}"
+    login(client, cast["oscar"])
+    assert link in client.get(reverse("approvals:detail", args=[task.pk])).content.decode()
+    login(client, cast["bob"])
+    assert "Temporal UI" not in client.get(reverse("approvals:detail", args=[task.pk])).content.decode()

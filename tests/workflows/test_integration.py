@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
@@ -15,6 +16,7 @@ from django.urls import reverse
 from approvals.models import ApprovalTask, Decision
 from approvals.services import deliver_outbox
 from tests.conftest import TEMPORAL_CLI, DevServer, WorkerThread, eventually, make_policy, workflow_result
+from workflows.worker import relay_outbox
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -116,8 +118,12 @@ def test_a_decision_made_while_temporal_is_down_is_delivered_when_it_returns(
         assert decision.delivered_at is None
         assert deliver_outbox(older_than=_zero()) == (0, 0)  # still down: stays in the outbox
 
-        server.start()  # same port, same SQLite file: the workflow is still there
-        eventually(lambda: deliver_outbox(older_than=_zero())[0] == 1, timeout=30, every=0.5)
+        relay = RelayThread(interval=0.3).start()  # what run_worker runs beside the worker
+        try:
+            server.start()  # same port, same SQLite file: the workflow is still there
+            eventually(lambda: Decision.objects.get(pk=decision.pk).delivered_at, timeout=30)
+        finally:
+            relay.stop()
         result = workflow_result(server.address, workflow_id, timeout=60)
         assert (result["outcome"], result["decided_by"], result["comment"]) == ("rejected", "bob", "not now")
         decision.refresh_from_db()
@@ -156,6 +162,33 @@ def test_of_two_approvers_deciding_at_once_exactly_one_wins(
     assert "Approved." in answers[winner]
     assert f"Already decided by {winner} at" in answers[loser] or f"already approved by {winner}" in answers[loser]
     assert Decision.objects.filter(task=task, result="applied").count() == 1
+
+
+class RelayThread:
+    """``relay_outbox`` (the loop run_worker runs) on its own event loop in a thread."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self.started = threading.Event()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        self.started.set()
+        await relay_outbox(self.stop_event, interval=self.interval)
+
+    def start(self) -> RelayThread:
+        self.thread.start()
+        self.started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        assert self.loop is not None and self.stop_event is not None
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
 
 
 def _zero() -> Any:

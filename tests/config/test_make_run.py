@@ -1,0 +1,133 @@
+"""`make run` as a newcomer runs it: up, ready, demo tasks, Ctrl-C, and up again with tasks intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(settings.BASE_DIR)
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback only)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class Stack:
+    def __init__(self, var_dir: Path) -> None:
+        self.port = free_port()
+        self.temporal = f"127.0.0.1:{free_port()}"
+        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        self.env.update(PORT=str(self.port), TEMPORAL_ADDRESS=self.temporal, TOLLGATE_VAR_DIR=str(var_dir))
+        self.proc: subprocess.Popen[str] | None = None
+        var_dir.mkdir(parents=True, exist_ok=True)
+        self.log = var_dir / f"make-run-{self.port}.log"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["make", "--no-print-directory", "run"], cwd=ROOT, env=self.env, text=True,
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                if get(f"http://127.0.0.1:{self.port}/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"stack not ready in time:\n{self.output()}")
+
+    def ctrl_c(self) -> int:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        return self.proc.wait(timeout=60)
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+
+PENDING = "from approvals.models import ApprovalTask as T; print(T.objects.filter(status='pending').count())"
+
+
+def test_two_stacks_run_side_by_side_stop_on_ctrl_c_and_resume(tmp_path: Path) -> None:
+    first, second = Stack(tmp_path / "one"), Stack(tmp_path / "two")
+    try:
+        first.start()
+        second.start()
+        for stack in (first, second):
+            status, body = get(f"http://127.0.0.1:{stack.port}/readyz")
+            assert (status, json.loads(body)) == (200, {"status": "ok"})
+            log = stack.output()
+            assert f"Tollgate is up: http://127.0.0.1:{stack.port}/" in log
+            assert "alice" in log and "tollgate-demo" in log
+            assert f"Temporal UI:     http://127.0.0.1:{int(stack.temporal.rsplit(':', 1)[1]) + 1000}" in log
+            login = get(f"http://127.0.0.1:{stack.port}/accounts/login/")
+            assert login[0] == 200 and "Log in" in login[1]
+        deadline = time.monotonic() + 30
+        while int(first.manage("shell", "--no-imports", "-c", PENDING)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert int(first.manage("shell", "--no-imports", "-c", PENDING)) == 4
+
+        # make itself dies of the SIGINT, as after any Ctrl-C, once its recipe has stopped
+        assert first.ctrl_c() in (0, -signal.SIGINT)
+        log = first.output()
+        assert "stopping web, worker, then Temporal" in log and "worker stopped" in log
+        with pytest.raises(OSError):
+            get(f"http://127.0.0.1:{first.port}/healthz")
+        assert get(f"http://127.0.0.1:{second.port}/healthz")[0] == 200  # the other stack is untouched
+
+        first.start()  # resumes: same files, no second batch of demo requests
+        assert int(first.manage("shell", "--no-imports", "-c", PENDING)) == 4
+        assert first.output().count("started 4 demo requests") == 1
+    finally:
+        for stack in (first, second):
+            if stack.proc and stack.proc.poll() is None:
+                stack.ctrl_c()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("DJANGO_DEBUG", "maybe"), ("TEMPORAL_ADDRESS", "no-port"), ("PORT", "eighty"), ("DATABASE_URL", "mysql://x/y")],
+)
+def test_a_wrong_setting_fails_at_start_with_one_line_naming_it(variable: str, value: str) -> None:
+    env = {**os.environ, variable: value}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tollgate: configuration error: ") and variable in lines[0]
+
+
+def test_wrong_settings_fail_the_asgi_app_too(tmp_path: Any) -> None:
+    env = {**os.environ, "DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", "import config.asgi"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY" in result.stderr
