@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
 from approvals.models import ApprovalTask, AuditEntry, Decision, Policy, PolicyLevel
 
@@ -49,8 +50,8 @@ class ApprovalTaskAdmin(admin.ModelAdmin):
     search_fields = ["title", "request_id", "workflow_id"]
     inlines = [DecisionInline, AuditInline]
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: ApprovalTask | None = None) -> bool:
         return False
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

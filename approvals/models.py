@@ -82,7 +82,7 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         if not user.is_authenticated:
             return self.none()
         assigned = TaskAssignment.objects.filter(task=OuterRef("pk")).filter(
-            Q(user=user) | Q(group__in=user.groups.all())  # type: ignore[union-attr]
+            Q(user=user.pk) | Q(group__in=Group.objects.filter(user=user.pk))
         )
         return self.filter(Exists(assigned))
 
@@ -197,7 +197,7 @@ class TaskAssignment(models.Model):
 
     @property
     def label(self) -> str:
-        return f"group {self.group.name}" if self.group_id else str(self.user)
+        return f"group {self.group.name}" if self.group is not None else str(self.user)
 
 
 def _new_decision_id() -> str:

@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
@@ -35,7 +34,6 @@ from workflows.types import (
 )
 
 log = logging.getLogger(__name__)
-User = get_user_model()
 
 
 class InvalidRequest(ValueError):
@@ -305,7 +303,7 @@ def send_notification(*, data: NotifyInput) -> bool:
 
 
 def create_request(
-    *, user: AbstractBaseUser, title: str, description: str, policy: Policy | None, payload: dict[str, Any]
+    *, user: User, title: str, description: str, policy: Policy | None, payload: dict[str, Any]
 ) -> ApprovalTask:
     """Save the request and start its workflow once the row is committed."""
     request_id = uuid.uuid4().hex[:12]
@@ -315,7 +313,7 @@ def create_request(
         title=title,
         description=description,
         requested_by=user.get_username(),
-        requester=user,  # type: ignore[misc]
+        requester=user,
         payload=payload,
         policy=policy,
     )
@@ -368,7 +366,7 @@ def _hhmm(moment: datetime | None) -> str:
     return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "an unknown time"
 
 
-def decide_task(*, task: ApprovalTask, user: AbstractBaseUser, choice: str, comment: str) -> DecideResult:
+def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) -> DecideResult:
     """Record a decision durably, deliver it to the workflow, and say what happened.
 
     The task row is locked while we look for an earlier decision, so of two

@@ -8,6 +8,7 @@ with one clear line (``manage.py`` prints it without a traceback).
 import os
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import dj_database_url
@@ -68,7 +69,7 @@ def env_file(name: str) -> str:
     return value
 
 
-def env_database(name: str, default: str) -> dict:
+def env_database(name: str, default: str) -> dict[str, Any]:
     raw = env_str(name, default)
     scheme = urlparse(raw).scheme
     if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
@@ -84,8 +85,9 @@ def env_database(name: str, default: str) -> dict:
         # Tests use a file too: an in-memory database shared between threads
         # (the worker's activities, the live server) fails with "table is
         # locked" instead of waiting, unlike the file the default runs on.
-        config["TEST"] = {"NAME": str(VAR_DIR / "test-tollgate.sqlite3")}
-    return config
+        # One file per test run, so two runs in one checkout do not collide.
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test-tollgate-{os.getpid()}.sqlite3")}
+    return dict(config)
 
 
 def env_redis(name: str) -> str:

@@ -1,7 +1,7 @@
 """Process health (``/healthz``) and readiness (``/readyz``) for load balancers."""
 
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET
 
@@ -30,5 +30,5 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def home(request: HttpRequest):  # type: ignore[no-untyped-def]
+def home(request: HttpRequest) -> HttpResponseRedirect:
     return redirect("approvals:inbox")

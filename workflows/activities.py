@@ -7,6 +7,9 @@ All are idempotent: a retry finds the rows it wrote the first time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -57,4 +60,11 @@ def send_notification(data: NotifyInput) -> bool:
     return services.send_notification(data=data)
 
 
-ALL = [load_policy, register_task, escalate_task, complete_task, check_eligibility, send_notification]
+ALL: list[Callable[..., Any]] = [
+    load_policy,
+    register_task,
+    escalate_task,
+    complete_task,
+    check_eligibility,
+    send_notification,
+]

@@ -110,8 +110,8 @@ async def test_it_escalates_through_every_level_then_expires(env, queue, two_lev
     assert (result["level"], result["escalations"]) == (2, 1)
     task = await task_row(handle.id)
     assert (task.status, task.level, task.escalations) == ("expired", 2, 1)
-    assignments = await sync_to_async(lambda: sorted((a.level, a.group.name) for a in task.assignments.all()))()
-    assert assignments == [(1, "approvers"), (2, "managers")]
+    assignments = await sync_to_async(lambda: sorted((a.level, a.label) for a in task.assignments.all()))()
+    assert assignments == [(1, "group approvers"), (2, "group managers")]
     escalated = await notifications(handle.id, "escalated")
     assert [n.recipients for n in escalated] == [["carol@example.com"]]
     status = await handle.query("status")

@@ -55,8 +55,8 @@ class Command(BaseCommand):
                     await worker.shutdown()
                     break
                 stopped.cancel()
-                exc = running.exception()
-                log.error("worker stopped unexpectedly (%s); restarting", exc)
+                failure = running.exception()
+                log.error("worker stopped unexpectedly (%s); restarting", failure)
                 await _sleep_or_stop(stop, delay)
         await relay
         log.info("worker stopped")
