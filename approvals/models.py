@@ -74,6 +74,10 @@ class PolicyLevel(models.Model):
                 raise ValidationError({"reminder_interval": "Reminders can be at most one a minute."})
             if self.reminder_interval >= self.timeout:
                 raise ValidationError({"reminder_interval": "A reminder must come before the level times out."})
+            if self.timeout / self.reminder_interval > 50:
+                raise ValidationError(
+                    {"reminder_interval": "At most 50 reminders per level: choose a longer interval."}
+                )
 
 
 class TaskQuerySet(models.QuerySet["ApprovalTask"]):
@@ -107,7 +111,7 @@ class ApprovalTask(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         FAILED = "failed", "Failed"
 
-    workflow_id = models.CharField(max_length=255, unique=True)
+    workflow_id = models.CharField(max_length=1000, unique=True)  # Temporal allows 1000
     run_id = models.CharField(max_length=64, blank=True)
     request_id = models.CharField(max_length=200)
     title = models.CharField(max_length=300)
@@ -266,7 +270,7 @@ class AuditEntry(models.Model):
     actor = models.CharField(max_length=150, blank=True)
     level = models.PositiveSmallIntegerField(null=True, blank=True)
     message = models.TextField(blank=True)
-    event_key = models.CharField(max_length=300, unique=True, null=True, blank=True)
+    event_key = models.CharField(max_length=400, unique=True, null=True, blank=True)
 
     class Meta:
         ordering = ["at", "pk"]
@@ -278,7 +282,7 @@ class AuditEntry(models.Model):
 class Notification(models.Model):
     """One row per notification event, so a retried activity never mails twice."""
 
-    event_key = models.CharField(max_length=300, unique=True)
+    event_key = models.CharField(max_length=400, unique=True)
     task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=20)
     recipients = models.JSONField(default=list)

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -117,11 +118,17 @@ def _audit(
 def register_task(*, data: RegisterTaskInput) -> ApprovalTask:
     request = data.request
     with transaction.atomic():
+        earlier = ApprovalTask.objects.select_for_update().filter(workflow_id=data.workflow_id).first()
+        if earlier is not None and not earlier.is_open and earlier.run_id and earlier.run_id != data.run_id:
+            # The caller reused a workflow id: keep the closed task (and its
+            # decisions) under a new key, and give the new run a row of its own.
+            earlier.workflow_id = f"{data.workflow_id}#{earlier.run_id}"[:1000]
+            earlier.save(update_fields=["workflow_id", "updated_at"])
         task, _ = ApprovalTask.objects.select_for_update().get_or_create(
             workflow_id=data.workflow_id,
             defaults={"request_id": request.request_id, "title": request.title, "created_at": _when(data.started_at)},
         )
-        if task.status not in (ApprovalTask.Status.STARTING, ApprovalTask.Status.PENDING):
+        if not task.is_open:
             return task  # a retried activity after the task was closed
         task.run_id = data.run_id
         task.request_id = request.request_id
@@ -187,7 +194,9 @@ def escalate_task(*, data: EscalateInput) -> None:
 
 def complete_task(*, data: CompleteTaskInput) -> None:
     with transaction.atomic():
-        task = ApprovalTask.objects.select_for_update().get(workflow_id=data.workflow_id)
+        task = ApprovalTask.objects.select_for_update().filter(workflow_id=data.workflow_id).first()
+        if task is None:
+            return  # cancelled before the task was registered: nothing to close
         decided_at = _when(data.decided_at)
         task.status = data.outcome
         task.decided_by = data.decided_by or ""
@@ -228,6 +237,13 @@ def complete_task(*, data: CompleteTaskInput) -> None:
                 level=None,
                 message=f"Decision ignored: {entry['reason']}",
             )
+
+
+def fail_task(*, workflow_id: str, error: str) -> None:
+    """Mark a request made here as failed; rows are never created for bad input."""
+    ApprovalTask.objects.filter(workflow_id=workflow_id, status=ApprovalTask.Status.STARTING).update(
+        status=ApprovalTask.Status.FAILED, start_error=error[:2000], updated_at=timezone.now()
+    )
 
 
 def check_eligibility(*, workflow_id: str, username: str, level: int) -> tuple[bool, str]:
@@ -281,7 +297,8 @@ def send_notification(*, data: NotifyInput) -> bool:
                 "level": data.level,
                 "url": settings.TOLLGATE_BASE_URL + task.get_absolute_url(),
             }
-            subject = render_to_string("approvals/email/subject.txt", context).strip()
+            # A title from any client may hold a newline, which a mail header may not.
+            subject = " ".join(render_to_string("approvals/email/subject.txt", context).split())
             body = render_to_string("approvals/email/body.txt", context)
             send_mail(subject, body, None, recipients)
         note.recipients = recipients
@@ -290,7 +307,7 @@ def send_notification(*, data: NotifyInput) -> bool:
     if data.kind == "reminder":
         _audit(
             task,
-            key=data.event_key,
+            key=f"reminder:{data.event_key}",
             kind="reminded",
             at=timezone.now(),
             level=data.level,
@@ -341,7 +358,14 @@ def start_task_workflow(*, task_id: int) -> bool:
         return True
     try:
         run_id = temporal.run(temporal.start_approval, workflow_id=task.workflow_id, request=workflow_input(task))
-    except temporal.TemporalUnavailable as exc:
+        if not run_id and temporal.run(temporal.workflow_closed, workflow_id=task.workflow_id):
+            # Started before, then closed without registering the task
+            # (terminated, cancelled at once): it will never run again.
+            ApprovalTask.objects.filter(pk=task.pk, status=ApprovalTask.Status.STARTING).update(
+                status=ApprovalTask.Status.FAILED, start_error="the workflow closed before it registered the task"
+            )
+            return True
+    except temporal.TemporalError as exc:
         ApprovalTask.objects.filter(pk=task.pk).update(start_error=str(exc)[:500])
         log.warning("could not start %s yet: %s", task.workflow_id, exc)
         return False
@@ -396,26 +420,30 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
     return outcome_of(decision=decision)
 
 
-def deliver_decision(*, decision: Decision) -> bool:
-    """Send the ``decide`` signal; on failure the decision stays in the outbox."""
+def deliver_decision(*, decision: Decision) -> str:
+    """Send the ``decide`` signal; on failure the decision stays in the outbox.
+
+    Returns "delivered", "unreachable" (Temporal did not answer) or "error"
+    (it answered with an error; kept on the row for an operator to see).
+    """
     if decision.delivered_at is not None:
-        return True
-    Decision.objects.filter(pk=decision.pk).update(delivery_attempts=decision.delivery_attempts + 1)
+        return "delivered"
+    Decision.objects.filter(pk=decision.pk).update(delivery_attempts=F("delivery_attempts") + 1)
     try:
         temporal.run(temporal.signal_decision, workflow_id=decision.task.workflow_id, payload=decision.signal_payload())
-    except temporal.TemporalUnavailable as exc:
-        Decision.objects.filter(pk=decision.pk).update(last_delivery_error=str(exc)[:500])
-        return False
     except temporal.WorkflowClosed:
-        decision.result = Decision.Result.IGNORED
-        decision.result_reason = "the workflow had already finished"
-        decision.delivered_at = timezone.now()
-        decision.save(update_fields=["result", "result_reason", "delivered_at"])
-        return True
-    decision.delivered_at = timezone.now()
-    decision.last_delivery_error = ""
-    decision.save(update_fields=["delivered_at", "last_delivery_error"])
-    return True
+        # Only a decision still pending becomes "too late": complete_task may
+        # have marked it applied while this (re)delivery was under way.
+        Decision.objects.filter(pk=decision.pk, result=Decision.Result.PENDING).update(
+            result=Decision.Result.IGNORED, result_reason="the workflow had already finished"
+        )
+    except temporal.TemporalError as exc:
+        Decision.objects.filter(pk=decision.pk).update(last_delivery_error=str(exc)[:500])
+        decision.refresh_from_db()
+        return "unreachable" if isinstance(exc, temporal.TemporalUnavailable) else "error"
+    Decision.objects.filter(pk=decision.pk).update(delivered_at=timezone.now(), last_delivery_error="")
+    decision.refresh_from_db()
+    return "delivered"
 
 
 def outcome_of(*, decision: Decision) -> DecideResult:
@@ -433,7 +461,7 @@ def outcome_of(*, decision: Decision) -> DecideResult:
                 workflow_id=decision.task.workflow_id,
                 seconds=settings.TOLLGATE_DECISION_WAIT_SECONDS,
             )
-        except (temporal.TemporalUnavailable, temporal.WorkflowClosed):
+        except (temporal.TemporalError, temporal.WorkflowClosed):
             pass
         decision.refresh_from_db()
     if decision.result == Decision.Result.APPLIED:
@@ -456,16 +484,15 @@ def deliver_outbox(*, older_than: timedelta = timedelta(seconds=2), limit: int =
     """
     cutoff = timezone.now() - older_than
     delivered = 0
-    for decision in Decision.objects.filter(delivered_at=None, created_at__lt=cutoff).select_related("task", "user")[
-        :limit
-    ]:
-        if not deliver_decision(decision=decision):
-            break  # still unreachable: try again on the next tick
-        delivered += 1
+    waiting = Decision.objects.filter(delivered_at=None, created_at__lt=cutoff).select_related("task", "user")
+    for decision in waiting.order_by("created_at")[:limit]:
+        state = deliver_decision(decision=decision)
+        if state == "unreachable":
+            break  # try again on the next tick
+        delivered += state == "delivered"  # an error stays on its row; the others go on
     started = 0
-    for task_id in ApprovalTask.objects.filter(status=ApprovalTask.Status.STARTING, created_at__lt=cutoff).values_list(
-        "pk", flat=True
-    )[:limit]:
+    starting = ApprovalTask.objects.filter(status=ApprovalTask.Status.STARTING, created_at__lt=cutoff)
+    for task_id in starting.order_by("created_at").values_list("pk", flat=True)[:limit]:
         if not start_task_workflow(task_id=task_id):
             break
         started += 1

@@ -23,7 +23,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         problems.append(f"database: {exc.__class__.__name__}: {exc}".strip())
     try:
         temporal.run(temporal.ping)
-    except temporal.TemporalUnavailable as exc:
+    except temporal.TemporalError as exc:
         problems.append(f"temporal: {exc}")
     if problems:
         return JsonResponse({"status": "unavailable", "problems": problems}, status=503)

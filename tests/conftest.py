@@ -29,6 +29,15 @@ TEMPORAL_CLI = BIN / "temporal"
 TEST_SERVER = BIN / "temporal-test-server"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_persistent_connections() -> None:
+    """Worker threads close their connection after each activity, so the test
+    database can be dropped at the end (PostgreSQL refuses while sessions stay)."""
+    from django.db import connections
+
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
+
+
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

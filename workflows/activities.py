@@ -19,6 +19,7 @@ from workflows.types import (
     Eligibility,
     EligibilityInput,
     EscalateInput,
+    FailTaskInput,
     LoadPolicyInput,
     NotifyInput,
     PolicySnapshot,
@@ -49,6 +50,11 @@ def complete_task(data: CompleteTaskInput) -> None:
     services.complete_task(data=data)
 
 
+@activity.defn(name="fail_task")
+def fail_task(data: FailTaskInput) -> None:
+    services.fail_task(workflow_id=data.workflow_id, error=data.error)
+
+
 @activity.defn(name="check_eligibility")
 def check_eligibility(data: EligibilityInput) -> Eligibility:
     eligible, reason = services.check_eligibility(workflow_id=data.workflow_id, username=data.user, level=data.level)
@@ -67,4 +73,5 @@ ALL: list[Callable[..., Any]] = [
     complete_task,
     check_eligibility,
     send_notification,
+    fail_task,
 ]

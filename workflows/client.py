@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from temporalio.client import Client, TLSConfig, WorkflowFailureError
+from temporalio.client import Client, TLSConfig, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -32,7 +32,11 @@ UNREACHABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCSt
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = weakref.WeakKeyDictionary()
 
 
-class TemporalUnavailable(Exception):
+class TemporalError(Exception):
+    """Temporal answered with an error we cannot act on (permissions, limits...)."""
+
+
+class TemporalUnavailable(TemporalError):
     """The Temporal server did not answer."""
 
 
@@ -95,9 +99,7 @@ async def _call(make: Callable[[Client], Awaitable[T]]) -> T:
     except RPCError as exc:
         if exc.status in UNREACHABLE:
             raise TemporalUnavailable(str(exc)) from None
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise WorkflowClosed(str(exc)) from None
-        raise
+        raise TemporalError(f"{exc.status.name}: {exc.message}") from None
 
 
 async def start_approval(*, workflow_id: str, request: dict[str, Any]) -> str:
@@ -122,9 +124,38 @@ async def start_approval(*, workflow_id: str, request: dict[str, Any]) -> str:
 
 async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:
     async def signal(client: Client) -> None:
-        await client.get_workflow_handle(workflow_id).signal("decide", payload, rpc_timeout=RPC_TIMEOUT)
+        handle = client.get_workflow_handle(workflow_id)
+        try:
+            await handle.signal("decide", payload, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # NOT_FOUND also means a wrong namespace: only a workflow that
+            # exists and has closed makes the decision "too late".
+            if await _closed(handle):
+                raise WorkflowClosed(str(exc)) from None
+            raise
 
     await _call(signal)
+
+
+async def _closed(handle: WorkflowHandle[Any, Any]) -> bool:
+    try:
+        description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status is not None and description.status != WorkflowExecutionStatus.RUNNING
+
+
+async def workflow_closed(*, workflow_id: str) -> bool:
+    """Whether the workflow exists and is no longer running."""
+
+    async def check(client: Client) -> bool:
+        return await _closed(client.get_workflow_handle(workflow_id))
+
+    return await _call(check)
 
 
 async def wait_for_result(*, workflow_id: str, seconds: float) -> ApprovalResult | None:

@@ -8,6 +8,7 @@ conversion failure that would retry the workflow task forever.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ def _string(raw: dict[str, Any], name: str, *, required: bool, max_length: int =
     if not isinstance(value, str):
         raise InputError(name, f"must be a string, got {type(value).__name__}")
     value = value.strip()
+    if "\x00" in value:
+        raise InputError(name, "must not contain NUL characters")
     if required and not value:
         raise InputError(name, "must not be empty")
     if len(value) > max_length:
@@ -75,6 +78,8 @@ class ApprovalInput:
         payload = raw.get("payload") or {}
         if not isinstance(payload, dict):
             raise InputError("payload", f"must be a JSON object, got {type(payload).__name__}")
+        if "\\u0000" in json.dumps(payload):
+            raise InputError("payload", "must not contain NUL characters")
         approvers = None
         if raw.get("approvers") is not None:
             value = raw["approvers"]
@@ -178,6 +183,12 @@ class EscalateInput:
     due_at: str
     escalations: int
     at: str
+
+
+@dataclass(frozen=True)
+class FailTaskInput:
+    workflow_id: str
+    error: str
 
 
 @dataclass(frozen=True)

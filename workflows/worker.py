@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import inspect
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DataError, close_old_connections
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -27,15 +31,28 @@ WORKFLOWS: Sequence[type] = [ApprovalWorkflow]
 
 
 class _CloseConnections(ActivityInboundInterceptor):
-    def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        # Sync activities run this in their own pool thread. Django's
-        # per-request connection clean-up never happens here, so do it per
-        # activity: a connection the database dropped is replaced, not reused.
-        close_old_connections()
-        try:
-            return self.next.execute_activity(input)
-        finally:
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        # The interceptor itself runs on the event loop; only ``input.fn`` runs
+        # in the pool thread that owns the Django connection. So wrap ``fn``:
+        # Django's per-request clean-up never happens in a worker, and a
+        # connection the database dropped must be replaced, not reused.
+        if inspect.iscoroutinefunction(input.fn):
+            return await self.next.execute_activity(input)
+        fn = input.fn
+
+        @functools.wraps(fn)
+        def in_thread(*args: Any) -> Any:
             close_old_connections()
+            try:
+                return fn(*args)
+            except DataError as exc:
+                # A value the database refuses will be refused on every retry:
+                # fail the activity for good instead of retrying forever.
+                raise ApplicationError(f"database refused the data: {exc}", type="InvalidData", non_retryable=True)
+            finally:
+                close_old_connections()
+
+        return await self.next.execute_activity(dataclasses.replace(input, fn=in_thread))
 
 
 class DjangoConnectionInterceptor(Interceptor):
@@ -62,10 +79,17 @@ async def relay_outbox(stop: asyncio.Event, *, interval: float | None = None) ->
 
     from approvals.services import deliver_outbox
 
+    def tick() -> tuple[int, int]:
+        close_old_connections()  # as around each activity: no connection the database dropped
+        try:
+            return deliver_outbox()
+        finally:
+            close_old_connections()
+
     every = interval or settings.TOLLGATE_OUTBOX_INTERVAL_SECONDS
     while not stop.is_set():
         try:
-            delivered, started = await sync_to_async(deliver_outbox, thread_sensitive=False)()
+            delivered, started = await sync_to_async(tick, thread_sensitive=False)()
             if delivered or started:
                 log.info("outbox: delivered %d decision(s), started %d workflow(s)", delivered, started)
         except Exception:  # keep relaying whatever one tick hit

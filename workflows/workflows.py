@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows.types import (
     DECISIONS,
@@ -30,6 +30,7 @@ from workflows.types import (
     Eligibility,
     EligibilityInput,
     EscalateInput,
+    FailTaskInput,
     InputError,
     LevelSnapshot,
     LoadPolicyInput,
@@ -57,6 +58,10 @@ NOTIFY_RETRY = RetryPolicy(
 )
 
 
+MAX_REMINDERS_PER_LEVEL = 50
+MAX_IGNORED = 100  # kept for the audit trail; a flood of bad signals is not
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -76,6 +81,7 @@ class ApprovalWorkflow:
         self._result: ApprovalResult | None = None
         self._policy: PolicySnapshot | None = None
         self._notifications: list[asyncio.Task[None]] = []
+        self._checks_in_flight = 0
 
     # ---- run -------------------------------------------------------------
 
@@ -87,7 +93,7 @@ class ApprovalWorkflow:
         try:
             request = ApprovalInput.parse(raw)
         except InputError as exc:
-            raise ApplicationError(f"invalid input: {exc}", exc.field, type="InvalidInput", non_retryable=True)
+            await self._reject_input(f"invalid input: {exc}", exc.field)
         self._request_id = request.request_id
         self._event("requested", user=request.requested_by, detail=request.title)
 
@@ -102,37 +108,17 @@ class ApprovalWorkflow:
         except ActivityError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == "InvalidInput":
-                raise ApplicationError(
-                    f"invalid input: {cause.message}", *cause.details, type="InvalidInput", non_retryable=True
-                ) from None
+                await self._reject_input(f"invalid input: {cause.message}", *cause.details)
             raise
         self._policy = policy
-
-        started = workflow.now()
-        self._level = 1
-        self._due_at = started + timedelta(seconds=policy.levels[0].timeout_seconds)
-        self._activate_level(policy.levels[0])
-        await workflow.execute_activity(
-            "register_task",
-            RegisterTaskInput(
-                workflow_id=workflow.info().workflow_id,
-                run_id=workflow.info().run_id,
-                request=request,
-                policy=policy,
-                started_at=_iso(started),
-                due_at=_iso(self._due_at),
-            ),
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-        )
-        self._registered = True
-        self._notify("assigned")
-
         try:
-            await self._wait_for_outcome(policy)
-        except asyncio.CancelledError:
-            # A Temporal cancellation request: close the task like the cancel
-            # signal would, so no inbox keeps showing it.
+            await self._register_and_wait(request, policy)
+        except (asyncio.CancelledError, ActivityError) as exc:
+            # A Temporal cancellation request, while waiting or while an
+            # activity ran: close the task like the cancel signal would, so no
+            # inbox keeps showing it. Other activity failures propagate.
+            if isinstance(exc, ActivityError) and not is_cancelled_exception(exc):
+                raise
             if self._result is None:
                 self._finish("cancelled", None, "Workflow cancellation requested")
 
@@ -156,6 +142,43 @@ class ApprovalWorkflow:
         )
         return self._result
 
+    async def _register_and_wait(self, request: ApprovalInput, policy: PolicySnapshot) -> None:
+        started = workflow.now()
+        self._level = 1
+        self._due_at = started + timedelta(seconds=policy.levels[0].timeout_seconds)
+        self._activate_level(policy.levels[0])
+        await workflow.execute_activity(
+            "register_task",
+            RegisterTaskInput(
+                workflow_id=workflow.info().workflow_id,
+                run_id=workflow.info().run_id,
+                request=request,
+                policy=policy,
+                started_at=_iso(started),
+                due_at=_iso(self._due_at),
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._registered = True
+        self._notify("assigned")
+        await self._wait_for_outcome(policy)
+
+    async def _reject_input(self, message: str, *details: Any) -> NoReturn:
+        """Fail at once, naming the field. A request made through Tollgate's form
+        already has a row (status "starting"): mark it failed so its requester
+        sees why. Never creates a row, so no empty task reaches an inbox."""
+        try:
+            await workflow.execute_activity(
+                "fail_task",
+                FailTaskInput(workflow_id=workflow.info().workflow_id, error=message),
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError:
+            pass  # the error below is what matters; the row is only a courtesy
+        raise ApplicationError(message, *details, type="InvalidInput", non_retryable=True)
+
     async def _wait_for_outcome(self, policy: PolicySnapshot) -> None:
         while self._result is None:
             level = policy.levels[self._level - 1]
@@ -178,12 +201,22 @@ class ApprovalWorkflow:
                     return
                 now = workflow.now()
                 if now >= self._due_at:
+                    # A decision that arrived in time may still be having its
+                    # eligibility checked: it wins over the deadline.
+                    await workflow.wait_condition(lambda: self._checks_in_flight == 0 or self._result is not None)
+                    if self._result is not None:
+                        return
                     break
                 if next_reminder is not None and reminder is not None and now >= next_reminder:
                     reminders_sent += 1
                     self._event("reminded", detail=f"reminder {reminders_sent} at level {self._level}")
                     self._notify("reminder", suffix=str(reminders_sent))
-                    next_reminder += reminder
+                    # One reminder per wake-up, even after an outage; and a
+                    # bound per level, so the history stays far from its limit.
+                    while next_reminder <= now:
+                        next_reminder += reminder
+                    if reminders_sent >= MAX_REMINDERS_PER_LEVEL:
+                        next_reminder = None
             if self._result is not None:
                 return
             if self._level < len(policy.levels):
@@ -255,13 +288,17 @@ class ApprovalWorkflow:
         await workflow.wait_condition(lambda: self._registered or self._result is not None)
         if self._result is not None:
             return self._ignore(raw, self._closed_reason())
-        eligibility = await workflow.execute_activity(
-            "check_eligibility",
-            EligibilityInput(workflow_id=workflow.info().workflow_id, user=decision.user, level=self._level),
-            result_type=Eligibility,
-            start_to_close_timeout=DB_TIMEOUT,
-            retry_policy=DB_RETRY,
-        )
+        self._checks_in_flight += 1
+        try:
+            eligibility = await workflow.execute_activity(
+                "check_eligibility",
+                EligibilityInput(workflow_id=workflow.info().workflow_id, user=decision.user, level=self._level),
+                result_type=Eligibility,
+                start_to_close_timeout=DB_TIMEOUT,
+                retry_policy=DB_RETRY,
+            )
+        finally:
+            self._checks_in_flight -= 1
         if self._result is not None:
             return self._ignore(raw, self._closed_reason())
         if not eligibility.eligible:
@@ -305,10 +342,12 @@ class ApprovalWorkflow:
     def _ignore(self, raw: Any, reason: str, *, record: bool = True) -> dict[str, Any]:
         decision_id = raw.get("decision_id") if isinstance(raw, dict) else None
         user = raw.get("user") if isinstance(raw, dict) else None
-        entry = {"decision_id": str(decision_id or ""), "user": str(user or ""), "reason": reason}
-        if record:
+        # Anything a client sent is cut to the read model's column sizes.
+        entry = {"decision_id": str(decision_id or "")[:100], "user": str(user or "")[:150], "reason": reason[:500]}
+        if record and len(self._ignored) < MAX_IGNORED:
             self._ignored.append(entry)
-        self._event("ignored", user=entry["user"], detail=reason, id=entry["decision_id"])
+        if len(self._ignored) < MAX_IGNORED:
+            self._event("ignored", user=entry["user"], detail=entry["reason"], id=entry["decision_id"])
         return {"applied": False, "outcome": self._result.outcome if self._result else "", "reason": reason}
 
     # ---- status and history -----------------------------------------------
@@ -329,7 +368,8 @@ class ApprovalWorkflow:
         self._events.append({"at": _iso(workflow.now()), "type": kind, "level": self._level, **fields})
 
     def _notify(self, kind: str, *, suffix: str = "") -> None:
-        key = f"{workflow.info().workflow_id}:{workflow.info().run_id}:{kind}:{self._level}:{suffix}"
+        # The run id is unique across workflows; the key stays short whatever the workflow id.
+        key = f"{workflow.info().run_id}:{kind}:{self._level}:{suffix}"
         notify = NotifyInput(event_key=key, workflow_id=workflow.info().workflow_id, kind=kind, level=self._level)
         self._notifications.append(asyncio.create_task(self._send(notify)))
 

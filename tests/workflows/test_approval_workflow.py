@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core import mail
+from django.db import connections
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -27,6 +28,9 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=time_skipping_server_path())
     async with environment:
         yield environment
+    # sync_to_async's thread keeps its connection; PostgreSQL would then refuse
+    # to drop the test database at the end.
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
@@ -202,6 +206,13 @@ async def test_ineligible_and_malformed_decisions_are_recorded_and_ignored(env, 
     await handle.signal("decide", decision("nobody-such", decision_id="ghost"))
     await handle.signal("decide", {"decision": "maybe", "user": "bob", "decision_id": "bad"})
     await handle.signal("decide", "not even an object")
+    # Eligibility checks run concurrently: let these settle before bob's, or
+    # they may be ignored as "already approved" instead, which is also right.
+    for _ in range(200):
+        status = await handle.query("status")
+        if len([e for e in status["events"] if e["type"] == "ignored"]) == 5:
+            break
+        await _tick()
     await handle.signal("decide", decision("bob", decision_id="bob"))
     result = await handle.result()
     assert (result["decided_by"], result["decision_id"]) == ("bob", "bob")
@@ -265,6 +276,8 @@ async def test_the_default_policy_applies_when_none_is_named(env, queue, cast) -
         ({"title": None}, "title"),
         ({"request_id": ""}, "request_id"),
         ({"title": 42}, "title"),
+        ({"title": "nul\x00byte"}, "title"),
+        ({"payload": {"note": "nul\x00byte"}}, "payload"),
         ({"payload": ["not", "an", "object"]}, "payload"),
         ({"policy": "no-such-policy"}, "policy"),
         ({"approvers": {"groups": ["no-such-group"]}}, "approvers.groups"),
@@ -282,6 +295,53 @@ async def test_bad_input_fails_fast_naming_the_field(env, queue, two_levels, req
     description = await handle.describe()
     assert description.status is not None and description.status.name == "FAILED"
     assert not await sync_to_async(ApprovalTask.objects.filter(workflow_id=handle.id).exists)()
+
+
+async def test_a_request_made_here_with_a_bad_policy_is_marked_failed(env, queue, cast) -> None:
+    @sync_to_async
+    def make_row() -> ApprovalTask:
+        return ApprovalTask.objects.create(
+            workflow_id="approval-bad", request_id="bad", title="Bad", requested_by="alice"
+        )
+
+    await make_row()
+    handle = await env.client.start_workflow(
+        "ApprovalWorkflow", {"request_id": "bad", "title": "Bad", "policy": "gone"}, id="approval-bad", task_queue=queue
+    )
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    task = await task_row("approval-bad")
+    assert task.status == "failed" and "policy: no escalation policy with slug 'gone'" in task.start_error
+
+
+async def test_a_temporal_cancellation_closes_the_task(env, queue, two_levels) -> None:
+    handle = await start(env, queue, policy="two-levels")
+    await registered(handle)
+    await handle.cancel()
+    result = await handle.result()
+    assert result["outcome"] == "cancelled"
+    assert (await task_row(handle.id)).status == "cancelled"
+
+
+async def test_a_reused_workflow_id_gets_a_task_of_its_own(env, queue, two_levels) -> None:
+    request = {"request_id": "again", "title": "First run", "requested_by": "alice", "policy": "two-levels"}
+    first = await env.client.start_workflow("ApprovalWorkflow", request, id="approval-again", task_queue=queue)
+    await registered(first)
+    await first.signal("decide", decision("bob", decision_id="first"))
+    await first.result()
+    second = await env.client.start_workflow(
+        "ApprovalWorkflow", {**request, "title": "Second run"}, id="approval-again", task_queue=queue
+    )
+    task = await registered(second)
+    assert (task.title, task.status, task.run_id) == ("Second run", "pending", second.result_run_id)
+
+    @sync_to_async
+    def archived() -> list[tuple[str, str]]:
+        return list(
+            ApprovalTask.objects.filter(workflow_id__startswith="approval-again#").values_list("title", "status")
+        )
+
+    assert await archived() == [("First run", "approved")]
 
 
 async def test_a_non_object_input_fails_fast(env, queue, two_levels) -> None:

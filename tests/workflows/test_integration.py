@@ -201,3 +201,38 @@ def _hours(n: int) -> Any:
     from datetime import timedelta
 
     return timedelta(hours=n)
+
+
+def test_the_relay_skips_a_decision_temporal_refuses_and_delivers_the_rest(
+    cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
+) -> None:
+    from tests.conftest import pending_task
+
+    ghost = pending_task("Ghost", requester=cast["alice"])  # no such workflow on the server
+    request = {"request_id": uuid.uuid4().hex[:8], "title": "Real", "requested_by": "alice"}
+    workflow_id = start_with_cli(dev_server.address, worker.task_queue, request)
+    real = registered_task(workflow_id)
+    lost = Decision.objects.create(task=ghost, user=cast["bob"], choice="approve")
+    kept = Decision.objects.create(task=real, user=cast["bob"], choice="approve")
+    assert deliver_outbox(older_than=_zero()) == (1, 0)
+    lost.refresh_from_db()
+    kept.refresh_from_db()
+    assert lost.delivered_at is None and lost.result == "pending" and "NOT_FOUND" in lost.last_delivery_error
+    assert kept.delivered_at is not None
+    assert workflow_result(dev_server.address, workflow_id)["decided_by"] == "bob"
+
+
+def test_a_request_whose_workflow_was_terminated_before_it_registered_is_marked_failed(
+    cast: dict[str, Any], temporal_settings: Any, dev_server: DevServer
+) -> None:
+    response = logged_in(cast["alice"]).post(reverse("approvals:new"), {"title": "Never registered"})
+    assert response.status_code == 302
+    task = ApprovalTask.objects.get(title="Never registered")  # started, but no worker polls its queue
+    subprocess.run(
+        [str(TEMPORAL_CLI), "workflow", "terminate", "--address", dev_server.address,
+         "--workflow-id", task.workflow_id, "--reason", "test"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert deliver_outbox(older_than=_zero()) == (0, 1)
+    task.refresh_from_db()
+    assert task.status == "failed" and "closed before it registered" in task.start_error
