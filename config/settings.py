@@ -7,6 +7,7 @@ with one clear line (``manage.py`` prints it without a traceback).
 
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -97,12 +98,26 @@ def env_redis(name: str) -> str:
     return value
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+def local_secret_key() -> str:
+    """A random key kept under var/, for the one-machine default only."""
+    path = VAR_DIR / "secret-key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+# Debug only on the embedded default (no DATABASE_URL): a deployment that
+# forgets DJANGO_DEBUG gets production behaviour, not tracebacks.
+EMBEDDED = not os.environ.get("DATABASE_URL", "").strip()
+DEBUG = env_bool("DJANGO_DEBUG", EMBEDDED)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false")
-    SECRET_KEY = "tollgate-insecure-development-key-do-not-use-in-production"
+    SECRET_KEY = local_secret_key()
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
@@ -217,9 +232,10 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# Behind TLS in production; plain http on loopback for make run and CI.
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 if not DEBUG:
-    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {

@@ -116,7 +116,7 @@ def test_two_stacks_run_side_by_side_stop_on_ctrl_c_and_resume(tmp_path: Path) -
     [("DJANGO_DEBUG", "maybe"), ("TEMPORAL_ADDRESS", "no-port"), ("PORT", "eighty"), ("DATABASE_URL", "mysql://x/y")],
 )
 def test_a_wrong_setting_fails_at_start_with_one_line_naming_it(variable: str, value: str) -> None:
-    env = {**os.environ, variable: value}
+    env = {**os.environ, "DJANGO_SECRET_KEY": "test-only-key", variable: value}
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
