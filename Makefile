@@ -14,7 +14,7 @@ $(STAMP): requirements.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 
 run: $(STAMP)
-	@mkdir -p var
+	@mkdir -p "$${TOLLGATE_VAR_DIR:-var}/static"
 	@$(PY) manage.py migrate --noinput -v0
 	@if [ -z "$$DATABASE_URL" ]; then $(PY) manage.py seed_demo; fi
 	@$(PY) manage.py run_stack

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,11 +44,32 @@ async def queue(env: WorkflowEnvironment) -> AsyncIterator[str]:
             yield name
 
 
+_started: list[WorkflowHandle[Any, Any]] = []
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@pytest.fixture(autouse=True)
+async def _record_histories(request: pytest.FixtureRequest, env: WorkflowEnvironment) -> AsyncIterator[None]:
+    """With RECORD_HISTORIES=1, keep each workflow's history as a replay fixture
+    (tests/workflows/test_replay.py replays them on the current code)."""
+    _started.clear()
+    yield
+    if os.environ.get("RECORD_HISTORIES") != "1":
+        return
+    HISTORIES.mkdir(exist_ok=True)
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower()).strip("-")
+    for number, handle in enumerate(_started, start=1):
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}-{number}.json").write_text(history.to_json())
+
+
 async def start(env: WorkflowEnvironment, queue: str, **fields: Any) -> WorkflowHandle[Any, Any]:
     request = {"request_id": uuid.uuid4().hex[:8], "title": "New laptop", "requested_by": "alice", **fields}
-    return await env.client.start_workflow(
+    handle = await env.client.start_workflow(
         "ApprovalWorkflow", request, id=f"approval-{request['request_id']}", task_queue=queue
     )
+    _started.append(handle)
+    return handle
 
 
 def decision(user: str, choice: str = "approve", comment: str = "", decision_id: str | None = None) -> dict[str, str]:
