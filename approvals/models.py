@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
@@ -35,6 +35,15 @@ class Policy(models.Model):
     is_default = models.BooleanField(
         default=False, help_text="Used for requests that name no policy. Exactly one policy should be the default."
     )
+    rejection_is_veto = models.BooleanField(
+        default=True,
+        help_text="On: any rejection ends the request as rejected. Off: a rejection is one vote against, and the "
+        "request is rejected when rejections reach the level's required approvals.",
+    )
+    # Bumped on every save through the editor: a form opened at revision 3
+    # cannot overwrite revision 4 (optimistic locking).
+    revision = models.PositiveIntegerField(default=1)
+    retired_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -57,6 +66,9 @@ class PolicyLevel(models.Model):
     timeout = models.DurationField(help_text="How long this level may wait before it escalates (e.g. 1 day).")
     reminder_interval = models.DurationField(
         null=True, blank=True, help_text="Remind this level's approvers at this interval while they wait."
+    )
+    required_approvals = models.PositiveSmallIntegerField(
+        default=1, help_text="Approvals from distinct approvers needed (M of N)."
     )
 
     class Meta:
@@ -112,6 +124,7 @@ class ApprovalTask(models.Model):
         FAILED = "failed", "Failed"
 
     workflow_id = models.CharField(max_length=1000, unique=True)  # Temporal allows 1000
+    request_type = models.CharField(max_length=100, blank=True)
     run_id = models.CharField(max_length=64, blank=True)
     request_id = models.CharField(max_length=200)
     title = models.CharField(max_length=300)
@@ -123,6 +136,10 @@ class ApprovalTask(models.Model):
     payload = models.JSONField(default=dict, blank=True)
     policy = models.ForeignKey(Policy, null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks")
     policy_snapshot = models.JSONField(default=dict, blank=True)
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    approvals = models.PositiveSmallIntegerField(default=0)
+    rejections = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.STARTING, db_index=True)
     level = models.PositiveSmallIntegerField(default=1)
     escalations = models.PositiveSmallIntegerField(default=0)
@@ -184,6 +201,9 @@ class TaskAssignment(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
+    delegate_for = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["level", "pk"]
@@ -201,7 +221,11 @@ class TaskAssignment(models.Model):
 
     @property
     def label(self) -> str:
-        return f"group {self.group.name}" if self.group is not None else str(self.user)
+        if self.group is not None:
+            return f"group {self.group.name}"
+        if self.delegate_for is not None:
+            return f"{self.user} (delegate of {self.delegate_for})"
+        return str(self.user)
 
 
 def _new_decision_id() -> str:
@@ -291,3 +315,111 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.event_key
+
+
+class PolicyVersion(models.Model):
+    """An immutable snapshot of a policy, made on every save. Workflows follow
+    the version they started with (or one an admin pushed to them)."""
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    snapshot = models.JSONField()
+    changes = models.JSONField(default=list, help_text="What changed since the previous version, readable.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["policy", "-number"]
+        constraints = [models.UniqueConstraint(fields=["policy", "number"], name="unique_policy_version")]
+
+    def __str__(self) -> str:
+        return f"{self.policy} v{self.number}"
+
+
+class RoutingRule(models.Model):
+    """Picks a policy for a request that names none: the first rule that matches wins."""
+
+    class Operator(models.TextChoices):
+        EQ = "==", "="
+        NE = "!=", "≠"
+        GT = ">", ">"
+        GE = ">=", "≥"
+        LT = "<", "<"
+        LE = "<=", "≤"
+        CONTAINS = "contains", "contains"
+
+    order = models.PositiveIntegerField(default=0)
+    request_type = models.CharField(max_length=100, blank=True, help_text="Empty: any request type.")
+    field = models.CharField(max_length=100, blank=True, help_text="Payload field; empty: no condition.")
+    operator = models.CharField(max_length=10, choices=Operator.choices, default=Operator.EQ)
+    value = models.CharField(max_length=200, blank=True)
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="routing_rules")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["order", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.describe()} → {self.policy}"
+
+    def describe(self) -> str:
+        kind = f"type “{self.request_type}”" if self.request_type else "any type"
+        condition = f" and {self.field} {self.get_operator_display()} {self.value}" if self.field else ""
+        return kind + condition
+
+    def matches(self, request_type: str, payload: dict[str, object]) -> bool:
+        if self.request_type and self.request_type != request_type:
+            return False
+        if not self.field:
+            return True
+        if self.field not in payload:
+            return False
+        return compare(payload[self.field], self.operator, self.value)
+
+
+def compare(actual: object, operator: str, expected: str) -> bool:
+    """Numbers compare as numbers ("10000" >= 9999.5), everything else as text."""
+    if operator == RoutingRule.Operator.CONTAINS:
+        return expected.lower() in str(actual).lower()
+    try:
+        left: float | str = float(str(actual).replace(",", "").strip())
+        right: float | str = float(expected.replace(",", "").strip())
+    except ValueError:
+        left, right = str(actual), expected
+    if operator == RoutingRule.Operator.EQ:
+        return left == right
+    if operator == RoutingRule.Operator.NE:
+        return left != right
+    if type(left) is not type(right):
+        return False
+    ordered = {">": left > right, ">=": left >= right, "<": left < right, "<=": left <= right}  # type: ignore[operator]
+    return ordered.get(operator, False)
+
+
+class DelegationQuerySet(models.QuerySet["Delegation"]):
+    def active_on(self, day: date) -> DelegationQuerySet:
+        return self.filter(starts_on__lte=day, ends_on__gte=day)
+
+
+class Delegation(models.Model):
+    """Out of office: while away, tasks assigned to ``user`` also go to ``delegate``."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegations")
+    delegate = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegated_to_me")
+    starts_on = models.DateField()
+    ends_on = models.DateField()
+    reason = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = DelegationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-starts_on"]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_on__gte=models.F("starts_on")), name="delegation_dates_ordered"),
+            models.CheckConstraint(condition=~Q(user=models.F("delegate")), name="delegation_not_to_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.delegate} ({self.starts_on}–{self.ends_on})"

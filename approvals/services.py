@@ -8,8 +8,9 @@ functions are idempotent: Temporal may run them more than once.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,12 +18,23 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from approvals.models import ApprovalTask, AuditEntry, Decision, Notification, Policy, TaskAssignment
+from approvals.durations import format_duration
+from approvals.models import (
+    ApprovalTask,
+    AuditEntry,
+    Decision,
+    Delegation,
+    Notification,
+    Policy,
+    PolicyVersion,
+    RoutingRule,
+    TaskAssignment,
+)
 from workflows import client as temporal
 from workflows.types import (
     Approvers,
@@ -30,8 +42,10 @@ from workflows.types import (
     EscalateInput,
     LevelSnapshot,
     NotifyInput,
+    PolicyChangeInput,
     PolicySnapshot,
     RegisterTaskInput,
+    VoteInput,
 )
 
 log = logging.getLogger(__name__)
@@ -55,24 +69,138 @@ def _when(value: str) -> datetime:
 # ---- policies ---------------------------------------------------------------
 
 
-def snapshot_policy(*, slug: str, approvers: Approvers | None) -> PolicySnapshot:
-    """The policy as the workflow will follow it, with names resolved and checked."""
+def policy_definition(policy: Policy) -> dict[str, Any]:
+    """The policy's current definition as plain data (what a version stores)."""
+    return {
+        "slug": policy.slug,
+        "name": policy.name,
+        "final_action": policy.final_action,
+        "rejection_is_veto": policy.rejection_is_veto,
+        "levels": [
+            {
+                "groups": sorted(g.name for g in level.groups.all()),
+                "users": sorted(u.get_username() for u in level.users.all()),
+                "timeout_seconds": int(level.timeout.total_seconds()),
+                "reminder_seconds": int(level.reminder_interval.total_seconds()) if level.reminder_interval else None,
+                "required_approvals": level.required_approvals,
+            }
+            for level in policy.levels.prefetch_related("groups", "users").order_by("order")
+        ],
+    }
+
+
+def save_policy_version(*, policy: Policy, user: User | None) -> PolicyVersion:
+    """Freeze the policy's current definition as its next version, with a readable diff."""
+    previous = policy.versions.order_by("-number").first()
+    snapshot = policy_definition(policy)
+    number = previous.number + 1 if previous else 1
+    snapshot["version"] = number
+    changes = describe_changes(previous.snapshot if previous else None, snapshot)
+    return PolicyVersion.objects.create(
+        policy=policy, number=number, snapshot=snapshot, changes=changes, created_by=user
+    )
+
+
+def current_version(policy: Policy) -> PolicyVersion:
+    """The latest version; a policy made outside the editor gets its first one now."""
+    version = policy.versions.order_by("-number").first()
+    if version is None:
+        with transaction.atomic():
+            Policy.objects.select_for_update().get(pk=policy.pk)
+            version = policy.versions.order_by("-number").first() or save_policy_version(policy=policy, user=None)
+    return version
+
+
+def describe_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two policy snapshots."""
+    if old is None:
+        return ["Created"]
+    changes = []
+    labels = {"name": "Name", "final_action": "Final action", "rejection_is_veto": "Any rejection ends it"}
+    for key, label in labels.items():
+        if old.get(key) != new.get(key):
+            changes.append(f"{label}: {old.get(key)} → {new.get(key)}")
+    old_levels, new_levels = old.get("levels", []), new.get("levels", [])
+    for number in range(1, max(len(old_levels), len(new_levels)) + 1):
+        before = old_levels[number - 1] if number <= len(old_levels) else None
+        after = new_levels[number - 1] if number <= len(new_levels) else None
+        if before is None:
+            changes.append(f"Level {number} added: {_describe_level(after)}")
+        elif after is None:
+            changes.append(f"Level {number} removed (was {_describe_level(before)})")
+        else:
+            changes.extend(_level_changes(number, before, after))
+    return changes or ["No change"]
+
+
+def _describe_level(level: dict[str, Any] | None) -> str:
+    if not level:
+        return ""
+    who = ", ".join([f"group {g}" for g in level.get("groups", [])] + level.get("users", []))
+    text = f"{who}, {format_duration(level['timeout_seconds'])}"
+    if level.get("reminder_seconds"):
+        text += f", reminders every {format_duration(level['reminder_seconds'])}"
+    if level.get("required_approvals", 1) > 1:
+        text += f", {level['required_approvals']} approvals"
+    return text
+
+
+def _level_changes(number: int, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    changes = []
+    for key, label in (("groups", "groups"), ("users", "users")):
+        added = sorted(set(after.get(key, [])) - set(before.get(key, [])))
+        removed = sorted(set(before.get(key, [])) - set(after.get(key, [])))
+        if added:
+            changes.append(f"Level {number} {label}: + {', '.join(added)}")
+        if removed:
+            changes.append(f"Level {number} {label}: − {', '.join(removed)}")
+    for key, label in (("timeout_seconds", "timeout"), ("reminder_seconds", "reminders every")):
+        if before.get(key) != after.get(key):
+            old = format_duration(before.get(key)) or "none"
+            new = format_duration(after.get(key)) or "none"
+            changes.append(f"Level {number} {label}: {old} → {new}")
+    if before.get("required_approvals", 1) != after.get("required_approvals", 1):
+        changes.append(
+            f"Level {number} approvals needed: {before.get('required_approvals', 1)} → {after['required_approvals']}"
+        )
+    return changes
+
+
+def route_policy(*, request_type: str, payload: dict[str, Any]) -> Policy | None:
+    """The first enabled routing rule that matches picks the policy."""
+    rules = RoutingRule.objects.filter(enabled=True, policy__retired_at=None).select_related("policy")
+    for rule in rules.order_by("order", "pk"):
+        if rule.matches(request_type, payload):
+            return rule.policy
+    return None
+
+
+def snapshot_policy(
+    *, slug: str, approvers: Approvers | None, request_type: str = "", payload: dict[str, Any] | None = None
+) -> PolicySnapshot:
+    """The policy as the workflow will follow it: named, else routed, else the default."""
     if slug:
         policy = Policy.objects.filter(slug=slug).first()
         if policy is None:
             raise InvalidRequest("policy", f"no escalation policy with slug {slug!r}")
+        if policy.retired_at is not None:
+            raise InvalidRequest("policy", f"policy {slug!r} is retired")
     else:
-        policy = Policy.objects.filter(is_default=True).first()
+        policy = route_policy(request_type=request_type, payload=payload or {})
+        policy = policy or Policy.objects.filter(is_default=True, retired_at=None).first()
         if policy is None:
-            raise InvalidRequest("policy", "no policy named and no default policy configured")
+            raise InvalidRequest("policy", "no policy named, no routing rule matched, and no default policy")
+    version = current_version(policy)
+    data = version.snapshot
     levels = [
         LevelSnapshot(
-            groups=sorted(g.name for g in level.groups.all()),
-            users=sorted(u.get_username() for u in level.users.all()),
-            timeout_seconds=int(level.timeout.total_seconds()),
-            reminder_seconds=int(level.reminder_interval.total_seconds()) if level.reminder_interval else None,
+            groups=level["groups"],
+            users=level["users"],
+            timeout_seconds=level["timeout_seconds"],
+            reminder_seconds=level.get("reminder_seconds"),
+            required_approvals=level.get("required_approvals", 1),
         )
-        for level in policy.levels.prefetch_related("groups", "users").order_by("order")
+        for level in data["levels"]
     ]
     if not levels:
         raise InvalidRequest("policy", f"policy {policy.slug!r} has no levels")
@@ -93,17 +221,50 @@ def snapshot_policy(*, slug: str, approvers: Approvers | None) -> PolicySnapshot
     for number, level in enumerate(levels, start=1):
         if not level.groups and not level.users:
             raise InvalidRequest("policy", f"level {number} of policy {policy.slug!r} has no approvers")
-    return PolicySnapshot(slug=policy.slug, name=policy.name, final_action=policy.final_action, levels=levels)
+    return PolicySnapshot(
+        slug=policy.slug,
+        name=data["name"],
+        final_action=data["final_action"],
+        levels=levels,
+        version=version.number,
+        rejection_is_veto=data.get("rejection_is_veto", True),
+    )
 
 
 # ---- activity side: keep the read model current -------------------------------
 
 
-def _assign(task: ApprovalTask, level: int, assignees: LevelSnapshot) -> None:
+def _assign(task: ApprovalTask, level: int, assignees: LevelSnapshot, *, at: datetime) -> None:
     for group in Group.objects.filter(name__in=assignees.groups):
         TaskAssignment.objects.get_or_create(task=task, level=level, group=group)
     for user in User.objects.filter(username__in=assignees.users):
         TaskAssignment.objects.get_or_create(task=task, level=level, user=user)
+    assign_delegates(task=task, level=level, at=at)
+
+
+def assign_delegates(*, task: ApprovalTask, level: int, at: datetime) -> int:
+    """Out of office: whoever is away gets their delegate assigned beside them."""
+    assigned = task.assignments.filter(level__lte=level)
+    away = Delegation.objects.active_on(timezone.localdate(at)).filter(
+        Q(user__in=assigned.exclude(user=None).values("user"))
+        | Q(user__groups__in=assigned.exclude(group=None).values("group"))
+    )
+    added = 0
+    for delegation in away.select_related("user", "delegate").distinct():
+        _, created = TaskAssignment.objects.get_or_create(
+            task=task, level=level, user=delegation.delegate, defaults={"delegate_for": delegation.user}
+        )
+        if created:
+            added += 1
+            _audit(
+                task,
+                key=f"delegate:{level}:{delegation.pk}",
+                kind="delegated",
+                at=at,
+                level=level,
+                message=f"Assigned to {delegation.delegate} as delegate of {delegation.user} (out of office)",
+            )
+    return added
 
 
 def _audit(
@@ -138,19 +299,17 @@ def register_task(*, data: RegisterTaskInput) -> ApprovalTask:
         task.requester = User.objects.filter(username=request.requested_by).first() if request.requested_by else None
         task.payload = request.payload
         task.policy = Policy.objects.filter(slug=data.policy.slug).first()
-        task.policy_snapshot = {
-            "slug": data.policy.slug,
-            "name": data.policy.name,
-            "final_action": data.policy.final_action,
-            "levels": [vars(level) for level in data.policy.levels],
-        }
+        task.policy_snapshot = asdict(data.policy)
         task.status = ApprovalTask.Status.PENDING
         task.level = 1
         task.due_at = _when(data.due_at)
         task.start_error = ""
+        task.request_type = request.request_type
+        task.policy_version = data.policy.version or None
+        task.required_approvals = data.policy.levels[0].required_approvals
         task.save()
-        _assign(task, 1, data.policy.levels[0])
         started = _when(data.started_at)
+        _assign(task, 1, data.policy.levels[0], at=started)
         _audit(
             task,
             key="requested",
@@ -176,12 +335,13 @@ def escalate_task(*, data: EscalateInput) -> None:
         task = ApprovalTask.objects.select_for_update().get(workflow_id=data.workflow_id)
         if task.status != ApprovalTask.Status.PENDING:
             return
-        _assign(task, data.level, data.assignees)
+        _assign(task, data.level, data.assignees, at=_when(data.at))
         if data.level > task.level:
             task.level = data.level
             task.escalations = data.escalations
             task.due_at = _when(data.due_at)
-            task.save(update_fields=["level", "escalations", "due_at", "updated_at"])
+            task.required_approvals = data.assignees.required_approvals
+            task.save(update_fields=["level", "escalations", "due_at", "required_approvals", "updated_at"])
         _audit(
             task,
             key=f"escalated:{data.level}",
@@ -237,6 +397,57 @@ def complete_task(*, data: CompleteTaskInput) -> None:
                 level=None,
                 message=f"Decision ignored: {entry['reason']}",
             )
+
+
+def record_vote(*, data: VoteInput) -> None:
+    """A vote on a level that needs several approvals: counted, shown, not final."""
+    with transaction.atomic():
+        task = ApprovalTask.objects.select_for_update().filter(workflow_id=data.workflow_id).first()
+        if task is None:
+            return
+        task.approvals, task.rejections, task.required_approvals = data.approvals, data.rejections, data.required
+        task.save(update_fields=["approvals", "rejections", "required_approvals", "updated_at"])
+        Decision.objects.filter(task=task, decision_id=data.decision_id, result=Decision.Result.PENDING).update(
+            result=Decision.Result.APPLIED, result_reason=f"vote counted: {data.approvals} of {data.required} approvals"
+        )
+        verb = "approved" if data.decision == "approve" else "rejected"
+        _audit(
+            task,
+            key=f"vote:{data.decision_id}",
+            kind="vote",
+            at=_when(data.at),
+            actor=data.user,
+            level=data.level,
+            message=f"{data.user} {verb} ({data.approvals} of {data.required} approvals so far)"
+            + (f": {data.comment}" if data.comment else ""),
+        )
+
+
+def apply_policy_change(*, data: PolicyChangeInput) -> None:
+    """A new policy version reached a running workflow: show it on the task."""
+    with transaction.atomic():
+        task = ApprovalTask.objects.select_for_update().filter(workflow_id=data.workflow_id).first()
+        if task is None or task.status != ApprovalTask.Status.PENDING:
+            return
+        at = _when(data.at)
+        level = data.policy.levels[data.level - 1]
+        task.policy_version = data.policy.version or None
+        task.policy_snapshot = asdict(data.policy)
+        task.level = data.level
+        task.due_at = _when(data.due_at)
+        task.required_approvals = level.required_approvals
+        task.save()
+        _assign(task, data.level, level, at=at)
+        _audit(
+            task,
+            key=f"policy:{data.policy.version}:{data.at}",
+            kind="policy",
+            at=at,
+            actor=data.by,
+            level=data.level,
+            message=f"Now following policy {data.policy.name} version {data.policy.version}, "
+            f"pushed by {data.by or 'an admin'}; level {data.level} due {_hhmm(task.due_at)}",
+        )
 
 
 def fail_task(*, workflow_id: str, error: str) -> None:
@@ -348,6 +559,8 @@ def workflow_input(task: ApprovalTask) -> dict[str, Any]:
     }
     if task.policy is not None:
         data["policy"] = task.policy.slug
+    if task.request_type:
+        data["request_type"] = task.request_type
     return data
 
 
@@ -405,7 +618,7 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
         first = other.order_by("created_at").first()
         if mine is not None:
             decision = mine  # a double click or a second tab: the first decision stands
-        elif first is not None:
+        elif first is not None and locked.required_approvals <= 1:
             return DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
         elif locked.status != ApprovalTask.Status.PENDING:
             by = f" by {locked.decided_by}" if locked.decided_by else ""
@@ -454,17 +667,18 @@ def outcome_of(*, decision: Decision) -> DecideResult:
             "Your decision is recorded; it will be applied when the workflow engine is back.",
             decision,
         )
-    if decision.result == Decision.Result.PENDING:
-        try:
-            temporal.run(
-                temporal.wait_for_result,
-                workflow_id=decision.task.workflow_id,
-                seconds=settings.TOLLGATE_DECISION_WAIT_SECONDS,
-            )
-        except (temporal.TemporalError, temporal.WorkflowClosed):
-            pass
-        decision.refresh_from_db()
+    # The workflow's activities mark the decision applied (a final decision or
+    # a counted vote) or ignored; watch the row for a moment rather than the
+    # workflow, since a vote does not end the workflow.
+    deadline = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS
+    while decision.result == Decision.Result.PENDING and time.monotonic() < deadline:
+        time.sleep(0.05)
+        decision.refresh_from_db(fields=["result", "result_reason"])
     if decision.result == Decision.Result.APPLIED:
+        if decision.result_reason.startswith("vote counted"):
+            return DecideResult(
+                "applied", f"Your vote is counted ({decision.result_reason.removeprefix('vote counted: ')}).", decision
+            )
         verb = "Approved" if decision.choice == Decision.Choice.APPROVE else "Rejected"
         return DecideResult("applied", f"{verb}.", decision)
     if decision.result == Decision.Result.IGNORED:

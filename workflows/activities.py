@@ -22,15 +22,19 @@ from workflows.types import (
     FailTaskInput,
     LoadPolicyInput,
     NotifyInput,
+    PolicyChangeInput,
     PolicySnapshot,
     RegisterTaskInput,
+    VoteInput,
 )
 
 
 @activity.defn(name="load_policy")
 def load_policy(data: LoadPolicyInput) -> PolicySnapshot:
     try:
-        return services.snapshot_policy(slug=data.policy, approvers=data.approvers)
+        return services.snapshot_policy(
+            slug=data.policy, approvers=data.approvers, request_type=data.request_type, payload=data.payload
+        )
     except services.InvalidRequest as exc:
         raise ApplicationError(str(exc), exc.field, type="InvalidInput", non_retryable=True) from None
 
@@ -48,6 +52,16 @@ def escalate_task(data: EscalateInput) -> None:
 @activity.defn(name="complete_task")
 def complete_task(data: CompleteTaskInput) -> None:
     services.complete_task(data=data)
+
+
+@activity.defn(name="record_vote")
+def record_vote(data: VoteInput) -> None:
+    services.record_vote(data=data)
+
+
+@activity.defn(name="apply_policy_change")
+def apply_policy_change(data: PolicyChangeInput) -> None:
+    services.apply_policy_change(data=data)
 
 
 @activity.defn(name="fail_task")
@@ -74,4 +88,6 @@ ALL: list[Callable[..., Any]] = [
     check_eligibility,
     send_notification,
     fail_task,
+    record_vote,
+    apply_policy_change,
 ]

@@ -70,6 +70,7 @@ class ApprovalInput:
     payload: dict[str, Any] = field(default_factory=dict)
     policy: str = ""
     approvers: Approvers | None = None
+    request_type: str = ""
 
     @classmethod
     def parse(cls, raw: Any) -> ApprovalInput:
@@ -99,6 +100,7 @@ class ApprovalInput:
             payload=payload,
             policy=_string(raw, "policy", required=False, max_length=100),
             approvers=approvers,
+            request_type=_string(raw, "request_type", required=False, max_length=100),
         )
 
 
@@ -149,6 +151,31 @@ class LevelSnapshot:
     users: list[str]
     timeout_seconds: int
     reminder_seconds: int | None = None
+    required_approvals: int = 1  # added with quorum; older histories lack it
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> LevelSnapshot:
+        if not isinstance(raw, dict):
+            raise InputError(where, "must be an object")
+        timeout = raw.get("timeout_seconds")
+        reminder = raw.get("reminder_seconds")
+        required = raw.get("required_approvals", 1)
+        if not isinstance(timeout, int) or timeout <= 0:
+            raise InputError(f"{where}.timeout_seconds", "must be a positive whole number")
+        if reminder is not None and (not isinstance(reminder, int) or not 0 < reminder < timeout):
+            raise InputError(f"{where}.reminder_seconds", "must be positive and shorter than the timeout")
+        if not isinstance(required, int) or required < 1:
+            raise InputError(f"{where}.required_approvals", "must be at least 1")
+        level = cls(
+            groups=_string_list(raw, "groups", where),
+            users=_string_list(raw, "users", where),
+            timeout_seconds=timeout,
+            reminder_seconds=reminder,
+            required_approvals=required,
+        )
+        if not level.groups and not level.users:
+            raise InputError(where, "must name at least one group or user")
+        return level
 
 
 @dataclass(frozen=True)
@@ -157,12 +184,65 @@ class PolicySnapshot:
     name: str
     final_action: str
     levels: list[LevelSnapshot]
+    version: int = 0
+    rejection_is_veto: bool = True
+
+    @classmethod
+    def parse(cls, raw: Any) -> PolicySnapshot:
+        """A policy version pushed to a running workflow by signal."""
+        if not isinstance(raw, dict):
+            raise InputError("policy", "must be an object")
+        levels = raw.get("levels")
+        if not isinstance(levels, list) or not levels:
+            raise InputError("policy.levels", "must be a non-empty list")
+        final_action = raw.get("final_action")
+        if final_action not in FINAL_ACTIONS:
+            raise InputError("policy.final_action", "must be expire, approve or reject")
+        version = raw.get("version", 0)
+        if not isinstance(version, int):
+            raise InputError("policy.version", "must be a whole number")
+        return cls(
+            slug=_string(raw, "slug", required=True, max_length=100),
+            name=_string(raw, "name", required=True, max_length=200),
+            final_action=final_action,
+            levels=[LevelSnapshot.parse(level, f"policy.levels[{i}]") for i, level in enumerate(levels)],
+            version=version,
+            rejection_is_veto=bool(raw.get("rejection_is_veto", True)),
+        )
 
 
 @dataclass(frozen=True)
 class LoadPolicyInput:
     policy: str
     approvers: Approvers | None = None
+    request_type: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VoteInput:
+    """One counted vote on a level that needs several approvals."""
+
+    workflow_id: str
+    decision_id: str
+    user: str
+    decision: str
+    comment: str
+    approvals: int
+    rejections: int
+    required: int
+    level: int
+    at: str
+
+
+@dataclass(frozen=True)
+class PolicyChangeInput:
+    workflow_id: str
+    policy: PolicySnapshot
+    level: int
+    due_at: str
+    by: str
+    at: str
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,10 @@ from workflows.types import (
     LevelSnapshot,
     LoadPolicyInput,
     NotifyInput,
+    PolicyChangeInput,
     PolicySnapshot,
     RegisterTaskInput,
+    VoteInput,
 )
 
 # Database activities retry until the database is back: a decision must never
@@ -82,6 +84,9 @@ class ApprovalWorkflow:
         self._policy: PolicySnapshot | None = None
         self._notifications: list[asyncio.Task[None]] = []
         self._checks_in_flight = 0
+        self._started: datetime | None = None
+        self._votes: dict[str, dict[str, Any]] = {}
+        self._pushed_policy: tuple[PolicySnapshot, str] | None = None
 
     # ---- run -------------------------------------------------------------
 
@@ -100,7 +105,12 @@ class ApprovalWorkflow:
         try:
             policy = await workflow.execute_activity(
                 "load_policy",
-                LoadPolicyInput(policy=request.policy, approvers=request.approvers),
+                LoadPolicyInput(
+                    policy=request.policy,
+                    approvers=request.approvers,
+                    request_type=request.request_type,
+                    payload=request.payload,
+                ),
                 result_type=PolicySnapshot,
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=DB_RETRY,
@@ -143,7 +153,7 @@ class ApprovalWorkflow:
         return self._result
 
     async def _register_and_wait(self, request: ApprovalInput, policy: PolicySnapshot) -> None:
-        started = workflow.now()
+        started = self._started = workflow.now()
         self._level = 1
         self._due_at = started + timedelta(seconds=policy.levels[0].timeout_seconds)
         self._activate_level(policy.levels[0])
@@ -162,7 +172,7 @@ class ApprovalWorkflow:
         )
         self._registered = True
         self._notify("assigned")
-        await self._wait_for_outcome(policy)
+        await self._wait_for_outcome()
 
     async def _reject_input(self, message: str, *details: Any) -> NoReturn:
         """Fail at once, naming the field. A request made through Tollgate's form
@@ -179,8 +189,10 @@ class ApprovalWorkflow:
             pass  # the error below is what matters; the row is only a courtesy
         raise ApplicationError(message, *details, type="InvalidInput", non_retryable=True)
 
-    async def _wait_for_outcome(self, policy: PolicySnapshot) -> None:
+    async def _wait_for_outcome(self) -> None:
         while self._result is None:
+            policy = self._policy
+            assert policy is not None
             level = policy.levels[self._level - 1]
             assert self._due_at is not None
             level_started = self._due_at - timedelta(seconds=level.timeout_seconds)
@@ -194,11 +206,15 @@ class ApprovalWorkflow:
                 remaining = (wake - workflow.now()).total_seconds()
                 if remaining > 0:
                     try:
-                        await workflow.wait_condition(lambda: self._result is not None, timeout=remaining)
+                        await workflow.wait_condition(
+                            lambda: self._result is not None or self._pushed_policy is not None, timeout=remaining
+                        )
                     except TimeoutError:
                         pass
                 if self._result is not None:
                     return
+                if self._pushed_policy is not None:
+                    break  # recompute this level's deadline and reminders below
                 now = workflow.now()
                 if now >= self._due_at:
                     # A decision that arrived in time may still be having its
@@ -219,8 +235,12 @@ class ApprovalWorkflow:
                         next_reminder = None
             if self._result is not None:
                 return
+            if self._pushed_policy is not None:
+                await self._apply_pushed_policy()
+                continue
             if self._level < len(policy.levels):
                 await self._escalate(policy.levels[self._level])
+                self._check_quorum()
             else:
                 outcome = FINAL_ACTIONS[policy.final_action]
                 self._event("final_action", detail=f"{policy.final_action} after level {self._level} timed out")
@@ -252,6 +272,62 @@ class ApprovalWorkflow:
             retry_policy=DB_RETRY,
         )
         self._notify("escalated")
+
+    async def _apply_pushed_policy(self) -> None:
+        """Follow a new policy version from here on, with deadlines counted from
+        this workflow's own start: level n is due at start + the first n timeouts."""
+        assert self._pushed_policy is not None and self._started is not None
+        policy, by = self._pushed_policy
+        self._pushed_policy = None
+        self._policy = policy
+        self._level = min(self._level, len(policy.levels))
+        offset = sum(level.timeout_seconds for level in policy.levels[: self._level])
+        self._due_at = self._started + timedelta(seconds=offset)
+        level = policy.levels[self._level - 1]
+        self._activate_level(level)
+        self._event("policy_changed", user=by, detail=f"{policy.name} version {policy.version}")
+        await workflow.execute_activity(
+            "apply_policy_change",
+            PolicyChangeInput(
+                workflow_id=workflow.info().workflow_id,
+                policy=policy,
+                level=self._level,
+                due_at=_iso(self._due_at),
+                by=by,
+                at=_iso(workflow.now()),
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        self._check_quorum()
+
+    @workflow.signal(name="update_policy")
+    def update_policy_signal(self, raw: Any) -> None:
+        """An admin pushed a policy version: {"policy": {...version snapshot...}, "by": "admin"}."""
+        if not workflow.patched("policy-push-v1"):
+            return  # replaying a history from before policy pushes existed
+        try:
+            if not isinstance(raw, dict):
+                raise InputError("update_policy", "must be a JSON object")
+            policy = PolicySnapshot.parse(raw.get("policy"))
+        except InputError as exc:
+            self._event("ignored", detail=f"malformed policy update: {exc}")
+            return
+        if self._result is not None:
+            self._event("ignored", detail=f"policy update after close: {self._closed_reason()}")
+            return
+        by = str(raw.get("by") or "")[:150]
+        self._pushed_policy = (policy, by)
+
+    def _check_quorum(self) -> None:
+        """After an escalation or a policy change, earlier approvals may suffice."""
+        if self._result is not None or not self._votes or self._policy is None:
+            return
+        required = self._policy.levels[self._level - 1].required_approvals
+        approvals = [vote for vote in self._votes.values() if vote["decision"] == "approve"]
+        if len(approvals) >= required:
+            last = approvals[-1]
+            self._finish("approved", last["user"], last["comment"], last["decision_id"])
 
     def _activate_level(self, level: LevelSnapshot) -> None:
         self._assignees.append({"level": self._level, "groups": level.groups, "users": level.users})
@@ -303,11 +379,55 @@ class ApprovalWorkflow:
             return self._ignore(raw, self._closed_reason())
         if not eligibility.eligible:
             return self._ignore(raw, f"{decision.user} may not decide: {eligibility.reason}")
+        assert self._policy is not None
+        required = self._policy.levels[self._level - 1].required_approvals
+        final = required <= 1 or (decision.decision == "reject" and self._policy.rejection_is_veto)
+        if not final and workflow.patched("quorum-v1"):
+            return await self._vote(decision, required)
         self._event(
             "decided", user=decision.user, detail=decision.decision, comment=decision.comment, id=decision.decision_id
         )
         self._finish(DECISIONS[decision.decision], decision.user, decision.comment, decision.decision_id)
         return {"applied": True, "outcome": self._result.outcome if self._result else "", "reason": ""}
+
+    async def _vote(self, decision: DecisionSignal, required: int) -> dict[str, Any]:
+        """M of N: count distinct approvers' votes until one side reaches M."""
+        if decision.user in self._votes:
+            return self._ignore(
+                {"decision_id": decision.decision_id, "user": decision.user}, f"{decision.user} has already voted"
+            )
+        self._votes[decision.user] = {
+            "decision": decision.decision,
+            "user": decision.user,
+            "comment": decision.comment,
+            "decision_id": decision.decision_id,
+            "level": self._level,
+        }
+        approvals = sum(1 for vote in self._votes.values() if vote["decision"] == "approve")
+        rejections = len(self._votes) - approvals
+        self._event("voted", user=decision.user, detail=decision.decision, id=decision.decision_id)
+        side, count = ("approve", approvals) if decision.decision == "approve" else ("reject", rejections)
+        if count >= required:
+            self._finish(DECISIONS[side], decision.user, decision.comment, decision.decision_id)
+            return {"applied": True, "outcome": self._result.outcome if self._result else "", "reason": ""}
+        await workflow.execute_activity(
+            "record_vote",
+            VoteInput(
+                workflow_id=workflow.info().workflow_id,
+                decision_id=decision.decision_id,
+                user=decision.user,
+                decision=decision.decision,
+                comment=decision.comment,
+                approvals=approvals,
+                rejections=rejections,
+                required=required,
+                level=self._level,
+                at=_iso(workflow.now()),
+            ),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=DB_RETRY,
+        )
+        return {"applied": True, "outcome": "", "reason": f"vote counted: {approvals} of {required} approvals"}
 
     @workflow.signal(name="cancel")
     def cancel_signal(self, raw: Any) -> None:
@@ -361,6 +481,8 @@ class ApprovalWorkflow:
             "due_at": _iso(self._due_at) if self._due_at else None,
             "escalations": self._escalations,
             "result": asdict(self._result) if self._result else None,
+            "policy_version": self._policy.version if self._policy else None,
+            "votes": list(self._votes.values()),
             "events": self._events,
         }
 
