@@ -450,6 +450,24 @@ def apply_policy_change(*, data: PolicyChangeInput) -> None:
         )
 
 
+def push_payload(*, version: PolicyVersion, user: User) -> dict[str, Any]:
+    """The ``update_policy`` signal's argument for one version."""
+    return {"policy": {**version.snapshot, "version": version.number}, "by": user.get_username()}
+
+
+def push_policy_version(*, version: PolicyVersion, tasks: list[ApprovalTask], user: User) -> tuple[int, list[str]]:
+    """Send a version to running tasks; returns (sent, problems)."""
+    payload = push_payload(version=version, user=user)
+    sent, problems = 0, []
+    for task in tasks:
+        try:
+            temporal.run(temporal.signal_workflow, workflow_id=task.workflow_id, name="update_policy", payload=payload)
+            sent += 1
+        except (temporal.TemporalError, temporal.WorkflowClosed) as exc:
+            problems.append(f"{task.title}: {exc}")
+    return sent, problems
+
+
 def fail_task(*, workflow_id: str, error: str) -> None:
     """Mark a request made here as failed; rows are never created for bad input."""
     ApprovalTask.objects.filter(workflow_id=workflow_id, status=ApprovalTask.Status.STARTING).update(

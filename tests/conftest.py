@@ -77,7 +77,11 @@ def make_policy(
     User = get_user_model()
     for order, spec in enumerate(levels, start=1):
         level = PolicyLevel.objects.create(
-            policy=policy, order=order, timeout=spec["timeout"], reminder_interval=spec.get("reminder")
+            policy=policy,
+            order=order,
+            timeout=spec["timeout"],
+            reminder_interval=spec.get("reminder"),
+            required_approvals=spec.get("required_approvals", 1),
         )
         level.groups.set(Group.objects.filter(name__in=spec.get("groups", [])))
         level.users.set(User.objects.filter(username__in=spec.get("users", [])))

@@ -139,6 +139,13 @@ async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:
     await _call(signal)
 
 
+async def signal_workflow(*, workflow_id: str, name: str, payload: dict[str, Any]) -> None:
+    async def signal(client: Client) -> None:
+        await client.get_workflow_handle(workflow_id).signal(name, payload, rpc_timeout=RPC_TIMEOUT)
+
+    await _call(signal)
+
+
 async def _closed(handle: WorkflowHandle[Any, Any]) -> bool:
     try:
         description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
