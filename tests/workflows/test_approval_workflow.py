@@ -6,7 +6,6 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,34 +13,14 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core import mail
-from django.db import connections
 from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask, AuditEntry, Notification
-from tests.conftest import make_policy, time_skipping_server_path
-from workflows.worker import build_worker
+from tests.conftest import make_policy
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=time_skipping_server_path())
-    async with environment:
-        yield environment
-    # sync_to_async's thread keeps its connection; PostgreSQL would then refuse
-    # to drop the test database at the end.
-    await sync_to_async(connections.close_all)()
-
-
-@pytest.fixture
-async def queue(env: WorkflowEnvironment) -> AsyncIterator[str]:
-    name = f"approvals-{uuid.uuid4().hex[:8]}"
-    with ThreadPoolExecutor(max_workers=4) as executor:
-        async with build_worker(env.client, executor, task_queue=name):
-            yield name
 
 
 _started: list[WorkflowHandle[Any, Any]] = []

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from approvals import services
 from approvals.models import AuditEntry, Delegation, Notification, Policy, RoutingRule
 from tests.conftest import make_policy
-from tests.workflows.test_approval_workflow import decision, env, queue, registered, task_row  # noqa: F401
+from tests.workflows.test_approval_workflow import decision, registered, task_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,7 +50,7 @@ async def test_three_levels_with_reminders_escalate_twice_then_expire(env, queue
     )()
     assert reminders == [1, 1, 1, 2, 2]  # hours 1, 2, 3 of level 1; hours 3 and 6 of level 2
     task = await task_row(handle.id)
-    assert task.decided_at - task.created_at >= timedelta(hours=36)
+    assert task.decided_at is not None and task.decided_at - task.created_at >= timedelta(hours=36)
 
 
 async def test_two_of_three_with_a_veto_rejection(env, queue, cast) -> None:
