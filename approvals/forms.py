@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import json
+from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import Group, User
 
-from approvals.models import Decision, Policy
+from approvals.durations import format_duration, parse_duration
+from approvals.models import Decision, Delegation, Policy, RoutingRule
+from approvals.policies import LevelData, eligible_count, shadowed_rules
 
 PAYLOAD_ROWS = 5
 
@@ -23,10 +28,13 @@ class DecisionForm(forms.Form):
 class RequestForm(forms.Form):
     title = forms.CharField(max_length=300)
     description = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 4}))
+    request_type = forms.CharField(
+        max_length=100, required=False, help_text="Optional, e.g. purchase: routing rules may pick the policy from it."
+    )
     policy = forms.ModelChoiceField(
-        queryset=Policy.objects.all(),
+        queryset=Policy.objects.filter(retired_at=None),
         required=False,
-        empty_label="Default policy",
+        empty_label="Chosen by the routing rules (or the default)",
         help_text="Who approves, how long each level waits, what happens when nobody decides.",
     )
 
@@ -59,4 +67,187 @@ class RequestForm(forms.Form):
             elif key:
                 payload[key] = value
         data["payload"] = payload
+        return data
+
+
+class DurationField(forms.CharField):
+    """Typed the way people write durations: 30m, 4h, 2d, 1d 12h."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.TextInput(attrs={"placeholder": "e.g. 1d 12h", "size": 10}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return format_duration(value) if isinstance(value, timedelta) else value
+
+    def to_python(self, value: Any) -> timedelta | None:  # type: ignore[override]
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+class PolicyForm(forms.ModelForm):
+    revision = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = Policy
+        fields = ["name", "slug", "description", "final_action", "rejection_is_veto", "is_default"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+        labels = {"rejection_is_veto": "Any rejection ends the request", "is_default": "Default policy"}
+
+
+class LevelForm(forms.Form):
+    groups = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple
+    )
+    users = forms.ModelMultipleChoiceField(
+        queryset=User.objects.filter(is_active=True).order_by("username"),
+        required=False,
+        widget=forms.SelectMultiple(attrs={"size": 4}),
+    )
+    timeout = DurationField(label="Escalate after")
+    reminder = DurationField(label="Remind every", required=False)
+    required_approvals = forms.IntegerField(min_value=1, max_value=50, initial=1, label="Approvals needed")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.cleaned_data.get("DELETE"):
+            return data
+        groups, users = list(data.get("groups") or []), list(data.get("users") or [])
+        if not groups and not users and (data.get("timeout") or self.has_changed()):
+            raise forms.ValidationError("Choose at least one group or user for this level.")
+        timeout, reminder = data.get("timeout"), data.get("reminder")
+        if timeout is not None and timeout < timedelta(minutes=1):
+            self.add_error("timeout", "A level must wait at least one minute.")
+        if reminder is not None and timeout is not None:
+            if reminder >= timeout:
+                self.add_error("reminder", "A reminder must come before the level escalates.")
+            elif timeout / reminder > 50:
+                self.add_error("reminder", "At most 50 reminders per level: choose a longer interval.")
+        required = data.get("required_approvals") or 1
+        if required > 1 and (groups or users):
+            available = eligible_count(groups, users)
+            if required > available:
+                self.add_error(
+                    "required_approvals", f"Needs {required} approvals but only {available} people can approve."
+                )
+        return data
+
+
+class BaseLevelFormSet(forms.BaseFormSet):
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        if not self.levels():
+            raise forms.ValidationError("A policy needs at least one level.")
+
+    def levels(self) -> list[LevelData]:
+        result = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", {})
+            if not data or data.get("DELETE") or not (data.get("groups") or data.get("users")):
+                continue
+            result.append(
+                LevelData(
+                    groups=list(data["groups"]),
+                    users=list(data["users"]),
+                    timeout=data["timeout"],
+                    reminder=data.get("reminder"),
+                    required_approvals=data.get("required_approvals") or 1,
+                )
+            )
+        return result
+
+
+LevelFormSet: type[BaseLevelFormSet] = forms.formset_factory(  # type: ignore[assignment]
+    LevelForm, formset=BaseLevelFormSet, extra=0, can_delete=True, max_num=10
+)
+
+
+def level_initial(policy: Policy) -> list[dict[str, Any]]:
+    return [
+        {
+            "groups": list(level.groups.all()),
+            "users": list(level.users.all()),
+            "timeout": level.timeout,
+            "reminder": level.reminder_interval,
+            "required_approvals": level.required_approvals,
+        }
+        for level in policy.levels.prefetch_related("groups", "users")
+    ]
+
+
+class RoutingRuleForm(forms.ModelForm):
+    class Meta:
+        model = RoutingRule
+        fields = ["order", "request_type", "field", "operator", "value", "policy"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = Policy.objects.filter(retired_at=None)  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("field") and data.get("value", "") == "" and data.get("operator") != "==":
+            self.add_error("value", "Give a value to compare with.")
+        if self.errors:
+            return data
+        proposed = RoutingRule(**{k: v for k, v in data.items() if k in self.Meta.fields}, enabled=True)
+        others = list(RoutingRule.objects.filter(enabled=True).exclude(pk=self.instance.pk or 0))
+        rules = sorted([*others, proposed], key=lambda rule: (rule.order, rule.pk or 10**9))
+        for rule, earlier in shadowed_rules(rules):
+            if rule is proposed:
+                raise forms.ValidationError(f"This rule can never match: “{earlier.describe()}” always comes first.")
+            if earlier is proposed:
+                raise forms.ValidationError(f"This rule would make “{rule.describe()}” unreachable; change its order.")
+        return data
+
+
+class RoutingPreviewForm(forms.Form):
+    request_type = forms.CharField(required=False, max_length=100)
+    payload = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text='JSON, e.g. {"amount": 12000}'
+    )
+
+    def clean_payload(self) -> dict[str, Any]:
+        text = (self.cleaned_data.get("payload") or "").strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("The payload must be a JSON object.")
+        return value
+
+
+class DelegationForm(forms.ModelForm):
+    class Meta:
+        model = Delegation
+        fields = ["user", "delegate", "starts_on", "ends_on", "reason"]
+        widgets = {
+            "starts_on": forms.DateInput(attrs={"type": "date"}),
+            "ends_on": forms.DateInput(attrs={"type": "date"}),
+        }
+
+    def __init__(self, *args: Any, for_user: User, may_choose_user: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        active = User.objects.filter(is_active=True).order_by("username")
+        self.fields["delegate"].queryset = active.exclude(pk=for_user.pk) if not may_choose_user else active  # type: ignore[attr-defined]
+        self.fields["user"].queryset = active  # type: ignore[attr-defined]
+        if not may_choose_user:
+            self.fields["user"].initial = for_user
+            self.fields["user"].disabled = True
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("starts_on") and data.get("ends_on") and data["ends_on"] < data["starts_on"]:
+            self.add_error("ends_on", "The last day comes after the first.")
+        if data.get("user") and data.get("user") == data.get("delegate"):
+            self.add_error("delegate", "Choose someone else as the delegate.")
         return data

@@ -450,6 +450,17 @@ def apply_policy_change(*, data: PolicyChangeInput) -> None:
         )
 
 
+def apply_delegation(*, delegation: Delegation) -> int:
+    """A new out-of-office entry covering today reaches the open tasks at once."""
+    now = timezone.now()
+    if not (delegation.starts_on <= timezone.localdate(now) <= delegation.ends_on):
+        return 0
+    added = 0
+    for task in ApprovalTask.objects.visible_to(delegation.user).pending():
+        added += assign_delegates(task=task, level=task.level, at=now)
+    return added
+
+
 def push_payload(*, version: PolicyVersion, user: User) -> dict[str, Any]:
     """The ``update_policy`` signal's argument for one version."""
     return {"policy": {**version.snapshot, "version": version.number}, "by": user.get_username()}
@@ -549,7 +560,13 @@ def send_notification(*, data: NotifyInput) -> bool:
 
 
 def create_request(
-    *, user: User, title: str, description: str, policy: Policy | None, payload: dict[str, Any]
+    *,
+    user: User,
+    title: str,
+    description: str,
+    policy: Policy | None,
+    payload: dict[str, Any],
+    request_type: str = "",
 ) -> ApprovalTask:
     """Save the request and start its workflow once the row is committed."""
     request_id = uuid.uuid4().hex[:12]
@@ -562,6 +579,7 @@ def create_request(
         requester=user,
         payload=payload,
         policy=policy,
+        request_type=request_type,
     )
     transaction.on_commit(lambda: start_task_workflow(task_id=task.pk), robust=True)
     return task

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import views
+from approvals import admin_views, views
 
 app_name = "approvals"
 urlpatterns = [
@@ -10,4 +10,13 @@ urlpatterns = [
     path("requests/", views.my_requests, name="my_requests"),
     path("<int:pk>/", views.task_detail, name="detail"),
     path("<int:pk>/decide/", views.decide, name="decide"),
+    path("away/", admin_views.out_of_office, name="away"),
+    path("policies/", admin_views.policy_list, name="policies"),
+    path("policies/new/", admin_views.policy_edit, name="policy_new"),
+    path("policies/<int:pk>/", admin_views.policy_detail, name="policy_detail"),
+    path("policies/<int:pk>/edit/", admin_views.policy_edit, name="policy_edit"),
+    path("policies/<int:pk>/duplicate/", admin_views.policy_duplicate, name="policy_duplicate"),
+    path("policies/<int:pk>/retire/", admin_views.policy_retire, name="policy_retire"),
+    path("policies/<int:pk>/push/", admin_views.policy_push, name="policy_push"),
+    path("routing/", admin_views.routing, name="routing"),
 ]

@@ -119,6 +119,7 @@ def new_request(request: HtmxHttpRequest) -> HttpResponse:
             description=form.cleaned_data["description"],
             policy=form.cleaned_data["policy"],
             payload=form.cleaned_data["payload"],
+            request_type=form.cleaned_data["request_type"].strip(),
         )
         messages.success(request, "Request sent. It appears in the approvers' inboxes as soon as its workflow starts.")
         return redirect(task)
