@@ -27,7 +27,8 @@ def policy_post(name: str = "Large purchases", slug: str = "large", revision: in
     data = {
         "name": name, "slug": slug, "description": "", "final_action": "reject", "rejection_is_veto": "on",
         "revision": revision, "action": "save",
-        "levels-TOTAL_FORMS": "2", "levels-INITIAL_FORMS": "0", "levels-MIN_NUM_FORMS": "0", "levels-MAX_NUM_FORMS": "10",
+        "levels-TOTAL_FORMS": "2", "levels-INITIAL_FORMS": "0", "levels-MIN_NUM_FORMS": "0",
+        "levels-MAX_NUM_FORMS": "10",
         "levels-0-groups": [approvers.pk], "levels-0-timeout": "1d 12h", "levels-0-reminder": "4h",
         "levels-0-required_approvals": "1",
         "levels-1-groups": [managers.pk], "levels-1-timeout": "2d", "levels-1-reminder": "",
@@ -85,7 +86,8 @@ def test_an_admin_creates_a_policy_as_version_one(client: Client, cast: dict[str
          "required_approvals": 1},
     ]  # fmt: skip
     page = client.get(reverse("approvals:policy_detail", args=[policy.pk])).content.decode()
-    for text in ("Ask level 1: group approvers", "4h", "Remind level 1", "1d 12h", "Escalate to level 2: group managers",
+    for text in ("Ask level 1: group approvers", "4h", "Remind level 1", "1d 12h",
+                 "Escalate to level 2: group managers",
                  "3d 12h", "the request is rejected automatically"):  # fmt: skip
         assert text in page, text
     edit = client.get(reverse("approvals:policy_edit", args=[policy.pk])).content.decode()
@@ -96,7 +98,8 @@ def test_every_save_is_a_new_version_with_a_readable_diff(client: Client, cast: 
     admin = as_user(client, cast["admin"])
     admin.post(reverse("approvals:policy_new"), policy_post())
     policy = Policy.objects.get(slug="large")
-    data = policy_post(revision=policy.revision, **{"levels-1-timeout": "3d", "levels-1-users": [cast["carol"].pk]})
+    changes: dict[str, Any] = {"levels-1-timeout": "3d", "levels-1-users": [cast["carol"].pk]}
+    data = policy_post(revision=policy.revision, **changes)
     assert admin.post(reverse("approvals:policy_edit", args=[policy.pk]), data).status_code == 302
     version = current_version(policy)
     assert version.number == 2
@@ -226,6 +229,7 @@ def test_an_approver_sets_a_delegate_who_then_gets_the_open_tasks(client: Client
 
 def test_a_delegation_with_its_dates_reversed_is_refused(client: Client, cast: dict[str, Any]) -> None:
     response = as_user(client, cast["bob"]).post(reverse("approvals:away"), {
-        "delegate": cast["dave"].pk, "starts_on": date.today(), "ends_on": date.today() - timedelta(days=1)})  # fmt: skip
+        "delegate": cast["dave"].pk, "starts_on": date.today(),
+        "ends_on": date.today() - timedelta(days=1)})  # fmt: skip
     assert response.status_code == 422 and "The last day comes after the first." in response.content.decode()
     assert not Delegation.objects.exists()
