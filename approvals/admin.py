@@ -1,7 +1,10 @@
+from typing import Any
+
 from django.contrib import admin
 from django.http import HttpRequest
 
 from approvals.models import ApprovalTask, AuditEntry, Decision, Policy, PolicyLevel
+from approvals.services import save_policy_version
 
 
 class PolicyLevelInline(admin.TabularInline):
@@ -15,6 +18,11 @@ class PolicyAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "final_action", "is_default"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [PolicyLevelInline]
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # Saves here are versions too, like the editor's (/approvals/policies/).
+        super().save_related(request, form, formsets, change)
+        save_policy_version(policy=form.instance, user=request.user)  # type: ignore[arg-type]
 
 
 class DecisionInline(admin.TabularInline):

@@ -236,3 +236,50 @@ def test_a_request_whose_workflow_was_terminated_before_it_registered_is_marked_
     assert deliver_outbox(older_than=_zero()) == (0, 1)
     task.refresh_from_db()
     assert task.status == "failed" and "closed before it registered" in task.start_error
+
+
+def test_an_admin_pushes_a_new_version_to_a_running_task_from_the_page(
+    cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
+) -> None:
+    from approvals.services import save_policy_version
+
+    policy = make_policy("pushable", [{"groups": ["approvers"], "timeout": _hours(24)}])
+    request = {"request_id": uuid.uuid4().hex[:8], "title": "Push me", "requested_by": "alice", "policy": "pushable"}
+    workflow_id = start_with_cli(dev_server.address, worker.task_queue, request)
+    task = registered_task(workflow_id)
+    assert task.policy_version == 1
+    level = policy.levels.get()
+    level.timeout = _hours(48)
+    level.save()
+    level.users.add(cast["carol"])
+    save_policy_version(policy=policy, user=cast["admin"])
+    admin = logged_in(cast["admin"])
+    response = admin.post(reverse("approvals:policy_push", args=[policy.pk]), {"task": [task.pk]}, follow=True)
+    assert "Version 2 sent to 1 running task(s)." in response.content.decode()
+    eventually(lambda: ApprovalTask.objects.get(pk=task.pk).policy_version == 2)
+    task.refresh_from_db()
+    assert task.due_at is not None and task.created_at is not None
+    assert abs((task.due_at - task.created_at) - _hours(48)).total_seconds() < 5
+    assert task.audit.filter(kind="policy", actor="admin").exists()
+    assert "Push me" in inbox_of(cast["carol"])  # the new version's approvers were added
+
+
+def test_a_quorum_is_reached_by_votes_through_the_page(
+    cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
+) -> None:
+    make_policy("two-of-three", [{"users": ["bob", "carol", "dave"], "timeout": _hours(24), "required_approvals": 2}])
+    request = {"request_id": uuid.uuid4().hex[:8], "title": "Quorum", "requested_by": "alice", "policy": "two-of-three"}
+    workflow_id = start_with_cli(dev_server.address, worker.task_queue, request)
+    task = registered_task(workflow_id)
+    url = reverse("approvals:decide", args=[task.pk])
+    first = logged_in(cast["bob"]).post(url, {"choice": "approve"}, headers={"HX-Request": "true"}).content.decode()
+    assert "Your vote is counted (1 of 2 approvals)." in first
+    assert "1/2 votes" in inbox_of(cast["carol"])
+    second = logged_in(cast["carol"]).post(url, {"choice": "approve"}, headers={"HX-Request": "true"})
+    assert "Approved." in second.content.decode()
+    result = workflow_result(dev_server.address, workflow_id)
+    assert (result["outcome"], result["decided_by"]) == ("approved", "carol")
+    assert list(Decision.objects.filter(task=task).values_list("result", flat=True).order_by("pk")) == [
+        "applied",
+        "applied",
+    ]
