@@ -19,6 +19,13 @@ class PolicyAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [PolicyLevelInline]
 
+    readonly_fields = ["revision", "retired_at"]
+
+    def save_model(self, request: HttpRequest, obj: Policy, form: Any, change: bool) -> None:
+        if change:  # an editor form opened before this save must not overwrite it
+            obj.revision += 1
+        super().save_model(request, obj, form, change)
+
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # Saves here are versions too, like the editor's (/approvals/policies/).
         super().save_related(request, form, formsets, change)

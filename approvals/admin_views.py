@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -179,12 +178,12 @@ def out_of_office(request: HttpRequest) -> HttpResponse:
     may_choose = user.is_staff and user.has_perm("approvals.add_delegation")
     form = DelegationForm(request.POST or None, for_user=user, may_choose_user=may_choose)
     if request.method == "POST" and request.POST.get("action") == "end":
-        mine = Delegation.objects.filter(pk=request.POST.get("delegation") or 0)
+        chosen = request.POST.get("delegation", "")
+        mine = Delegation.objects.filter(pk=int(chosen) if chosen.isdigit() else 0)
         if not may_choose:
             mine = mine.filter(user=user)
-        today = timezone.localdate()
-        mine.filter(starts_on__gte=today).delete()  # not begun yet: nothing to keep
-        mine.update(ends_on=today - timedelta(days=1))
+        for delegation in mine:
+            services.end_delegation(delegation=delegation, by=user)
         messages.success(request, "Out of office ended.")
         return redirect("approvals:away")
     if request.method == "POST" and form.is_valid():
@@ -206,7 +205,8 @@ def out_of_office(request: HttpRequest) -> HttpResponse:
 
 def _with_extra_level(data: Any) -> Any:
     copy = data.copy()
-    total = int(copy.get("levels-TOTAL_FORMS", "0") or 0)
+    raw = copy.get("levels-TOTAL_FORMS", "0")
+    total = int(raw) if raw.isdigit() else 0
     copy["levels-TOTAL_FORMS"] = str(min(total + 1, 10))
     copy[f"levels-{total}-required_approvals"] = "1"
     return LevelFormSet(copy, prefix="levels")

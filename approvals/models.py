@@ -97,8 +97,13 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         """Tasks assigned to the user or one of their groups, at any level so far."""
         if not user.is_authenticated:
             return self.none()
+        # Whoever is out of office today and named this user as delegate.
+        delegators = Delegation.objects.active_on(timezone.localdate()).filter(delegate=user.pk).values("user")
         assigned = TaskAssignment.objects.filter(task=OuterRef("pk")).filter(
-            Q(user=user.pk) | Q(group__in=Group.objects.filter(user=user.pk))
+            Q(user=user.pk)
+            | Q(group__in=Group.objects.filter(user=user.pk))
+            | Q(user__in=delegators)
+            | Q(group__in=Group.objects.filter(user__in=delegators))
         )
         return self.filter(Exists(assigned))
 

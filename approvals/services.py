@@ -218,7 +218,9 @@ def snapshot_policy(
         if missing_users:
             raise InvalidRequest("approvers.users", f"unknown or inactive user(s): {', '.join(sorted(missing_users))}")
         first = levels[0]
-        levels[0] = LevelSnapshot(approvers.groups, approvers.users, first.timeout_seconds, first.reminder_seconds)
+        levels[0] = LevelSnapshot(
+            approvers.groups, approvers.users, first.timeout_seconds, first.reminder_seconds, first.required_approvals
+        )
     for number, level in enumerate(levels, start=1):
         if not level.groups and not level.users:
             raise InvalidRequest("policy", f"level {number} of policy {policy.slug!r} has no approvers")
@@ -468,6 +470,26 @@ def apply_delegation(*, delegation: Delegation) -> int:
     return added
 
 
+def end_delegation(*, delegation: Delegation, by: User) -> None:
+    """End it now; the delegate loses the open tasks they had only as a stand-in."""
+    today = timezone.localdate()
+    with transaction.atomic():
+        stand_ins = TaskAssignment.objects.filter(
+            user=delegation.delegate, delegate_for=delegation.user, task__status=ApprovalTask.Status.PENDING
+        ).select_related("task")
+        for assignment in stand_ins:
+            _audit(assignment.task, key=f"undelegate:{delegation.pk}:{assignment.pk}", kind="delegated",
+                   at=timezone.now(), actor=by.get_username(), level=assignment.level,
+                   message=f"{delegation.delegate} no longer stands in for {delegation.user}")  # fmt: skip
+            live.task_changed(assignment.task, "assigned")
+        stand_ins.delete()
+        if delegation.starts_on >= today:
+            delegation.delete()  # had not begun: nothing to keep
+        else:
+            delegation.ends_on = today - timedelta(days=1)
+            delegation.save(update_fields=["ends_on"])
+
+
 def push_payload(*, version: PolicyVersion, user: User) -> dict[str, Any]:
     """The ``update_policy`` signal's argument for one version."""
     return {"policy": {**version.snapshot, "version": version.number}, "by": user.get_username()}
@@ -502,12 +524,23 @@ def check_eligibility(*, workflow_id: str, username: str, level: int) -> tuple[b
         return False, "no such active user"
     if task.requester_id == user.pk:
         return False, "requesters may not decide their own request"
-    groups = user.groups.all()
-    assigned = (
-        task.assignments.filter(level__lte=level).filter(user=user).exists()
-        or task.assignments.filter(level__lte=level, group__in=groups).exists()
-    )
+    # The same rule as the inbox (ApprovalTask.objects.visible_to), up to ``level``.
+    assigned = _assigned_up_to(task, user, level)
     return (True, "") if assigned else (False, f"not assigned at level {level} or earlier")
+
+
+def _assigned_up_to(task: ApprovalTask, user: User, level: int) -> bool:
+    delegators = Delegation.objects.active_on(timezone.localdate()).filter(delegate=user).values("user")
+    return (
+        task.assignments.filter(level__lte=level)
+        .filter(
+            Q(user=user)
+            | Q(group__in=user.groups.all())
+            | Q(user__in=delegators)
+            | Q(group__in=Group.objects.filter(user__in=delegators))
+        )
+        .exists()
+    )
 
 
 def _describe(level: LevelSnapshot) -> str:

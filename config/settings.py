@@ -79,6 +79,9 @@ def env_database(name: str, default: str) -> dict[str, Any]:
         config = dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
+    # One test database per test run, so two runs on one server do not drop
+    # each other's database.
+    config["TEST"] = {"NAME": f"test_{config.get('NAME') or 'tollgate'}_{os.getpid()}"}
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Busy timeout: the web server and the worker write to one file.
         config["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
@@ -150,6 +153,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "config.middleware.HtmxLoginRedirectMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

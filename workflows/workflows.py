@@ -87,6 +87,8 @@ class ApprovalWorkflow:
         self._started: datetime | None = None
         self._votes: dict[str, dict[str, Any]] = {}
         self._pushed_policy: tuple[PolicySnapshot, str] | None = None
+        self._pushed = False  # a version was pushed: deadlines never lie in the past
+        self._max_level = 0
 
     # ---- run -------------------------------------------------------------
 
@@ -199,6 +201,11 @@ class ApprovalWorkflow:
             reminder = timedelta(seconds=level.reminder_seconds) if level.reminder_seconds else None
             next_reminder = level_started + reminder if reminder else None
             reminders_sent = 0
+            if self._pushed and next_reminder is not None and reminder is not None:
+                # After a push, reminders that fell due in the past are skipped, not sent at once.
+                while next_reminder <= workflow.now():
+                    next_reminder += reminder
+                    reminders_sent += 1
             while self._result is None:
                 wake = self._due_at
                 if next_reminder is not None and next_reminder < wake:
@@ -226,7 +233,9 @@ class ApprovalWorkflow:
                 if next_reminder is not None and reminder is not None and now >= next_reminder:
                     reminders_sent += 1
                     self._event("reminded", detail=f"reminder {reminders_sent} at level {self._level}")
-                    self._notify("reminder", suffix=str(reminders_sent))
+                    # The version keeps keys unique when a pushed version restarts the count.
+                    suffix = f"v{policy.version}.{reminders_sent}" if self._pushed else str(reminders_sent)
+                    self._notify("reminder", suffix=suffix)
                     # One reminder per wake-up, even after an outage; and a
                     # bound per level, so the history stays far from its limit.
                     while next_reminder <= now:
@@ -252,7 +261,9 @@ class ApprovalWorkflow:
 
     async def _escalate(self, level: LevelSnapshot) -> None:
         assert self._due_at is not None
-        at = self._due_at
+        # After a push the old deadline may lie far back: the next level gets its
+        # full time from now, so a push never runs through every level at once.
+        at = max(self._due_at, workflow.now()) if self._pushed else self._due_at
         self._level += 1
         self._escalations += 1
         self._due_at = at + timedelta(seconds=level.timeout_seconds)
@@ -282,8 +293,16 @@ class ApprovalWorkflow:
         self._policy = policy
         self._level = min(self._level, len(policy.levels))
         offset = sum(level.timeout_seconds for level in policy.levels[: self._level])
-        self._due_at = self._started + timedelta(seconds=offset)
         level = policy.levels[self._level - 1]
+        # Counted from the start. If that is already past, a middle level
+        # escalates now and the next one gets its full time (see _escalate);
+        # the last level gets its full time from now, so a push alone never
+        # applies the final action without a person having had the chance.
+        now = workflow.now()
+        last = self._level == len(policy.levels)
+        floor = now + timedelta(seconds=level.timeout_seconds) if last else now
+        self._due_at = max(self._started + timedelta(seconds=offset), floor)
+        self._pushed = True
         self._activate_level(level)
         self._event("policy_changed", user=by, detail=f"{policy.name} version {policy.version}")
         await workflow.execute_activity(
@@ -324,12 +343,15 @@ class ApprovalWorkflow:
         if self._result is not None or not self._votes or self._policy is None:
             return
         required = self._policy.levels[self._level - 1].required_approvals
-        approvals = [vote for vote in self._votes.values() if vote["decision"] == "approve"]
-        if len(approvals) >= required:
-            last = approvals[-1]
-            self._finish("approved", last["user"], last["comment"], last["decision_id"])
+        for side, outcome in (("approve", "approved"), ("reject", "rejected")):
+            votes = [vote for vote in self._votes.values() if vote["decision"] == side]
+            if len(votes) >= required:
+                last = votes[-1]
+                self._finish(outcome, last["user"], last["comment"], last["decision_id"])
+                return
 
     def _activate_level(self, level: LevelSnapshot) -> None:
+        self._max_level = max(self._max_level, self._level)
         self._assignees.append({"level": self._level, "groups": level.groups, "users": level.users})
 
     # ---- decisions and cancellation --------------------------------------
@@ -368,7 +390,8 @@ class ApprovalWorkflow:
         try:
             eligibility = await workflow.execute_activity(
                 "check_eligibility",
-                EligibilityInput(workflow_id=workflow.info().workflow_id, user=decision.user, level=self._level),
+                # The highest level reached: a push to fewer levels keeps earlier assignees' right to decide.
+                EligibilityInput(workflow_id=workflow.info().workflow_id, user=decision.user, level=self._max_level),
                 result_type=Eligibility,
                 start_to_close_timeout=DB_TIMEOUT,
                 retry_policy=DB_RETRY,

@@ -223,8 +223,25 @@ def test_an_approver_sets_a_delegate_who_then_gets_the_open_tasks(client: Client
     assert (delegation.user, delegation.delegate, delegation.created_by) == (cast["bob"], cast["dave"], cast["bob"])
     assert "Covered" in as_user(Client(), cast["dave"]).get(reverse("approvals:inbox")).content.decode()
     assert task.audit.filter(kind="delegated", message__contains="dave as delegate of bob").exists()
+    assert bob.post(reverse("approvals:away"), {"action": "end", "delegation": "not-a-number"}).status_code == 302
     bob.post(reverse("approvals:away"), {"action": "end", "delegation": delegation.pk})
     assert not Delegation.objects.active_on(date.today()).exists()
+    assert "Covered" not in as_user(Client(), cast["dave"]).get(reverse("approvals:inbox")).content.decode()
+    assert task.audit.filter(message="dave no longer stands in for bob").exists()
+
+
+def test_a_delegation_that_begins_later_covers_tasks_already_open_when_it_begins(
+    client: Client, cast: dict[str, Any]
+) -> None:
+    pending_task("Opened before", requester=cast["alice"])
+    Delegation.objects.create(user=cast["bob"], delegate=cast["dave"], starts_on=date.today(), ends_on=date.today())
+    assert "Opened before" in as_user(client, cast["dave"]).get(reverse("approvals:inbox")).content.decode()
+
+
+def test_a_malformed_add_level_request_gets_a_page_not_an_error(client: Client, cast: dict[str, Any]) -> None:
+    extra: dict[str, Any] = {"levels-TOTAL_FORMS": "lots"}
+    data = policy_post(action="add_level", **extra)
+    assert as_user(client, cast["admin"]).post(reverse("approvals:policy_new"), data).status_code == 200
 
 
 def test_a_delegation_with_its_dates_reversed_is_refused(client: Client, cast: dict[str, Any]) -> None:

@@ -76,6 +76,11 @@ def test_views_refuse_the_wrong_method(client: Client, cast: dict[str, Any], nam
     assert getattr(client, method)(reverse(name, args=args)).status_code == 405
 
 
+def test_an_htmx_request_after_the_session_expired_sends_the_page_to_the_login(client: Client) -> None:
+    response = client.get(reverse("approvals:inbox"), headers={"HX-Request": "true"})
+    assert response.status_code == 200 and response["HX-Redirect"].startswith(reverse("login"))
+
+
 def test_health_and_readiness(client: Client, temporal_down: Any) -> None:
     assert client.get(reverse("healthz")).json() == {"status": "ok"}
     response = client.get(reverse("readyz"))

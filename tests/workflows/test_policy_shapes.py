@@ -134,6 +134,39 @@ async def test_a_version_pushed_mid_level_recomputes_the_deadline_from_the_start
     assert (await handle.result())["decided_by"] == "carol"
 
 
+async def test_a_push_whose_deadline_has_passed_escalates_once_and_gives_the_next_level_its_time(
+    env, queue, cast
+) -> None:
+    policy = await sync_to_async(make_policy)(
+        "late-push",
+        [
+            {"groups": ["approvers"], "timeout": timedelta(days=1)},
+            {"groups": ["managers"], "timeout": timedelta(days=1)},
+        ],
+        final_action="approve",
+    )
+    handle = await start(env, queue, policy="late-push")
+    await registered(handle)
+    await env.sleep(timedelta(hours=25))  # level 2 now, due at 48h
+
+    @sync_to_async
+    def shorter() -> dict[str, Any]:
+        for level in policy.levels.all():
+            level.timeout = timedelta(hours=1)
+            level.save()
+        admin = User.objects.get(username="admin")
+        return services.push_payload(version=services.save_policy_version(policy=policy, user=admin), user=admin)
+
+    await handle.signal("update_policy", await shorter())
+    await env.sleep(timedelta(minutes=30))
+    status = await handle.query("status")
+    assert status["result"] is None, "a push must not run through to the final action"
+    assert status["level"] == 2
+    await env.sleep(timedelta(minutes=31))  # level 2's full hour from the push has passed
+    result = await handle.result()
+    assert (result["outcome"], result["decided_by"]) == ("approved", None)
+
+
 async def test_a_delegate_is_assigned_while_the_approver_is_out_of_office(env, queue, two_levels) -> None:
     @sync_to_async
     def away() -> None:
