@@ -23,6 +23,8 @@ from workflows.types import (
     LoadPolicyInput,
     NotifyInput,
     PolicySnapshot,
+    RefreshSnapshotInput,
+    RefreshSnapshotResult,
     RegisterTaskInput,
 )
 
@@ -66,6 +68,15 @@ def send_notification(data: NotifyInput) -> bool:
     return services.send_notification(data=data)
 
 
+@activity.defn(name="refresh_monitoring_snapshot")
+def refresh_monitoring_snapshot(data: RefreshSnapshotInput) -> RefreshSnapshotResult:
+    from monitoring.services import refresh_snapshot
+
+    result = refresh_snapshot()
+    watermark = result.watermark.isoformat() if result.watermark else ""
+    return RefreshSnapshotResult(result.closed_read, result.running_read, result.described, watermark)
+
+
 ALL: list[Callable[..., Any]] = [
     load_policy,
     register_task,
@@ -74,4 +85,5 @@ ALL: list[Callable[..., Any]] = [
     check_eligibility,
     send_notification,
     fail_task,
+    refresh_monitoring_snapshot,
 ]
