@@ -61,7 +61,7 @@ def snapshot_rows() -> None:
 def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
     for url in pages():
         response = client.get(url)
-        assert response.status_code == 302 and response.url.startswith(reverse("login")), url
+        assert response.status_code == 302 and response["Location"].startswith(reverse("login")), url
 
 
 @pytest.mark.django_db
