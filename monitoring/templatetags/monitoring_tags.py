@@ -46,3 +46,10 @@ def ago(moment: datetime | str | None) -> SafeString | str:
 @register.filter
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.1f}%"
+
+
+@register.filter
+def status_label(slug: str) -> str:
+    from monitoring.models import Execution
+
+    return dict(Execution.Status.choices).get(slug, slug.replace("_", " ").capitalize())
