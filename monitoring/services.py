@@ -13,9 +13,10 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from approvals.models import ApprovalTask, TaskAssignment
 from monitoring.models import ActionLog, Execution, SnapshotState
 from workflows import client as temporal
 from workflows import visibility
@@ -350,3 +351,106 @@ def act_on_workflow(
         message=result.message,
     )
     return result
+
+
+# ---- pending and trends ------------------------------------------------------------------
+
+AGE_BUCKETS = [
+    ("under 1 hour", timedelta(hours=1)),
+    ("1 to 24 hours", timedelta(days=1)),
+    ("1 to 7 days", timedelta(days=7)),
+    ("over 7 days", None),
+]
+
+
+def running_by_age(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Running runs per type in age buckets (one query)."""
+    now = now or timezone.now()
+    rows: dict[str, dict[str, Any]] = {}
+    for name, started in Execution.objects.filter(status="running").values_list("workflow_type", "start_time"):
+        row = rows.setdefault(name, {"workflow_type": name, "total": 0, "oldest": started, "ages": [0] * 4})
+        age = now - started
+        index = next(i for i, (_, limit) in enumerate(AGE_BUCKETS) if limit is None or age < limit)
+        row["ages"][index] += 1
+        row["total"] += 1
+        row["oldest"] = min(row["oldest"], started)
+    return sorted(rows.values(), key=lambda r: -r["total"])
+
+
+def approval_figures(*, start: datetime, now: datetime | None = None) -> dict[str, Any]:
+    """Pending and overdue approval tasks per policy and group, median time to decision and the
+    escalation rate for tasks closed since ``start``; a fixed number of queries."""
+    now = now or timezone.now()
+    pending = ApprovalTask.objects.filter(status=ApprovalTask.Status.PENDING)
+    overdue = Count("id", filter=Q(due_at__lt=now))
+    per_policy = list(
+        pending.values("policy__name").annotate(pending=Count("id"), overdue=overdue).order_by("policy__name")
+    )
+    per_group = list(
+        TaskAssignment.objects.filter(task__status=ApprovalTask.Status.PENDING, group__isnull=False)
+        .filter(level__lte=F("task__level"))
+        .values("group__name")
+        .annotate(
+            pending=Count("task", distinct=True),
+            overdue=Count("task", distinct=True, filter=Q(task__due_at__lt=now)),
+        )
+        .order_by("group__name")
+    )
+    closed = ApprovalTask.objects.filter(decided_at__gte=start).exclude(status=ApprovalTask.Status.PENDING)
+    waits = [(d - c).total_seconds() for c, d in closed.values_list("created_at", "decided_at") if d is not None]
+    counts = closed.aggregate(total=Count("id"), escalated=Count("id", filter=Q(escalations__gt=0)))
+    return {
+        "per_policy": [{"policy": r["policy__name"] or "(none)", **_pick(r, "pending", "overdue")} for r in per_policy],
+        "per_group": [{"group": r["group__name"], **_pick(r, "pending", "overdue")} for r in per_group],
+        "decided": counts["total"],
+        "median_time_to_decision_seconds": percentile(waits, 50),
+        "escalation_rate": counts["escalated"] / counts["total"] if counts["total"] else None,
+    }
+
+
+def _pick(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: row[key] for key in keys}
+
+
+def live_task_queues(*, limit: int = 10) -> tuple[list[dict[str, Any]], str]:
+    """Backlog and pollers of the task queues running runs use (at most ``limit`` calls, cached briefly)."""
+    names = sorted(set(Execution.objects.filter(status="running").values_list("task_queue", flat=True)) - {""})
+    names = names[:limit] or [settings.TEMPORAL_TASK_QUEUE]
+    key = f"monitoring:queues:{settings.TEMPORAL_ADDRESS}:{','.join(names)}"
+    rows = cache.get(key)
+    if rows is not None:
+        return rows, ""
+    try:
+        rows = temporal.run(visibility.task_queue_stats, names=names)
+    except temporal.TemporalError as exc:
+        return [], str(exc)
+    cache.set(key, rows, settings.MONITORING_LIVE_CACHE_SECONDS)
+    return rows, ""
+
+
+DURATION_BUCKETS = [("< 1s", 1), ("1-10s", 10), ("10s-1m", 60), ("1-10m", 600), ("10m-1h", 3600), ("> 1h", None)]
+
+
+def trends(*, start: datetime, end: datetime, buckets: int = 24) -> dict[str, Any]:
+    """Throughput and failure rate per time bucket (by close time), and duration histograms per type."""
+    step = (end - start) / buckets
+    series: list[dict[str, Any]] = [{"start": start + step * i, "closed": 0, "failed": 0} for i in range(buckets)]
+    histograms: dict[str, list[int]] = defaultdict(lambda: [0] * len(DURATION_BUCKETS))
+    closed = Execution.objects.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
+    for name, status, close_time, seconds in closed.values_list("workflow_type", "status", "close_time", "duration"):
+        if close_time is None:
+            continue
+        index = min(int((close_time - start) / step), buckets - 1)
+        series[index]["closed"] += 1
+        series[index]["failed"] += status in FAILED
+        if status == "completed" and seconds is not None:
+            slot = next(i for i, (_, top) in enumerate(DURATION_BUCKETS) if top is None or seconds < top)
+            histograms[name][slot] += 1
+    for point in series:
+        point["failure_rate"] = point["failed"] / point["closed"] if point["closed"] else None
+    return {
+        "step_seconds": step.total_seconds(),
+        "series": series,
+        "durations": {name: dict(zip([b for b, _ in DURATION_BUCKETS], counts, strict=True))
+                      for name, counts in sorted(histograms.items())},
+    }  # fmt: skip

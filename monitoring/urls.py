@@ -9,6 +9,8 @@ urlpatterns = [
     path("executions/", views.executions, name="executions"),
     path("retries/", views.retries, name="retries"),
     path("stuck/", views.stuck, name="stuck"),
+    path("pending/", views.pending, name="pending"),
+    path("trends/", views.trends, name="trends"),
     re_path(rf"^{RUN}/act/$", views.act, name="act"),
     re_path(rf"^{RUN}/$", views.execution_detail, name="execution"),
 ]

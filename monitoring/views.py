@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
-from monitoring import services
+from monitoring import charts, services
 from monitoring.access import can_act, operators_only
 from monitoring.models import ActionLog, Execution, SnapshotState
 from workflows import client as temporal
@@ -334,3 +334,33 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@operators_only
+@require_GET
+def pending(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    queues, queue_error = services.live_task_queues()
+    context = {
+        "running": services.running_by_age(now=now), "age_buckets": [name for name, _ in services.AGE_BUCKETS],
+        "approvals": services.approval_figures(start=now - timedelta(days=7), now=now), "queues": queues,
+        "down": queue_error, **_snapshot_context(),
+    }  # fmt: skip
+    data = {key: context[key] for key in ("running", "age_buckets", "approvals", "queues")}
+    data.update({"temporal_error": queue_error, "snapshot": _snapshot_json(context)})
+    return _respond(request, "monitoring/pending.html", context, data)
+
+
+@operators_only
+@require_GET
+def trends(request: HttpRequest) -> HttpResponse:
+    window, start, end = _window(request)
+    figures = services.trends(start=start, end=end)
+    context = {
+        "window": window, "windows": list(services.WINDOWS), "start": start, "end": end,
+        "chart": charts.throughput_chart(figures["series"]),
+        "histograms": {name: charts.histogram(counts) for name, counts in figures["durations"].items()},
+        **_snapshot_context(),
+    }  # fmt: skip
+    data = {"window": {"name": window, "start": start, "end": end}, **figures, "snapshot": _snapshot_json(context)}
+    return _respond(request, "monitoring/trends.html", context, data)

@@ -121,6 +121,13 @@ def test_counts_failure_rate_and_percentiles_match_a_known_mix(
     assert data["status_counts_source"] == "temporal"
     assert data["status_counts"] == {"completed": 3, "failed": 2, "timed_out": 1, "running": 1}
 
+    trends = client.get(reverse("monitoring:trends"), {"window": "1h", "format": "json"}).json()
+    assert sum(p["closed"] for p in trends["series"]) == 6 and sum(p["failed"] for p in trends["series"]) == 3
+    assert sum(trends["durations"]["MonMixWorkflow"].values()) == 3
+    pending = client.get(reverse("monitoring:pending"), {"format": "json"}).json()
+    assert [(r["workflow_type"], r["total"]) for r in pending["running"]] == [("MonRetryWorkflow", 1)]
+    assert [(q["task_queue"], q["pollers"] > 0) for q in pending["queues"]] == [(queue, True)]
+
     # The failed run's execution page: the failure, input escaped, the history.
     failed = fails[-1]
     detail = client.get(reverse("monitoring:execution", args=[failed, described[failed].run_id]))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from temporalio.client import WorkflowExecutionStatus
 
 from monitoring.models import ActionLog, Execution, SnapshotState
-from tests.conftest import DevServer, eventually, free_port
+from tests.conftest import DevServer, eventually, free_port, pending_task
 from tests.monitoring.conftest import SampleWorker
 from tests.monitoring.test_snapshot import closed, describe, start
 
@@ -40,6 +40,8 @@ def pages() -> list[str]:
         reverse("monitoring:execution", args=["some/id", RUN_ID]),
         reverse("monitoring:retries"),
         reverse("monitoring:stuck"),
+        reverse("monitoring:pending"),
+        reverse("monitoring:trends"),
     ]
 
 
@@ -226,3 +228,37 @@ def test_metrics_need_the_token_or_an_allowed_address(client: Client, settings: 
     settings.MONITORING_METRICS_TOKEN = ""
     settings.MONITORING_METRICS_ALLOWED_IPS = ["127.0.0.1"]
     assert client.get("/metrics").status_code == 200  # the test client comes from 127.0.0.1
+
+
+@pytest.mark.django_db
+def test_trends_draw_throughput_failure_rate_and_durations_from_the_snapshot(
+    cast: dict[str, Any], temporal_down: Any
+) -> None:
+    snapshot_rows()
+    now = timezone.now()
+    for minutes, seconds in ((50, 0.5), (20, 30), (10, 30)):
+        Execution.objects.create(
+            workflow_id=f"ok-{minutes}", run_id="r", workflow_type="PaymentWorkflow", status="completed",
+            start_time=now - timedelta(minutes=minutes, seconds=seconds), close_time=now - timedelta(minutes=minutes),
+            duration=seconds,
+        )  # fmt: skip
+    client = login(cast["oscar"])
+    data = client.get(reverse("monitoring:trends"), {"window": "1h", "format": "json"}).json()
+    assert sum(p["closed"] for p in data["series"]) == 4 and sum(p["failed"] for p in data["series"]) == 1
+    assert data["durations"]["PaymentWorkflow"]["< 1s"] == 1 and data["durations"]["PaymentWorkflow"]["10s-1m"] == 2
+    html = client.get(reverse("monitoring:trends"), {"window": "1h"}).content.decode()
+    assert html.count('class="bar"><title>') == 24 and "<polyline" in html
+
+
+@pytest.mark.django_db
+def test_pending_shows_running_by_age_and_approval_figures(cast: dict[str, Any], temporal_down: Any) -> None:
+    snapshot_rows()
+    late = pending_task("Late one", requester=cast["alice"])
+    late.due_at = timezone.now() - timedelta(hours=1)
+    late.save(update_fields=["due_at"])
+    pending_task("On time", requester=cast["alice"])
+    data = login(cast["oscar"]).get(reverse("monitoring:pending"), {"format": "json"}).json()
+    assert data["running"][0]["workflow_type"] == "PaymentWorkflow" and data["running"][0]["ages"] == [0, 1, 0, 0]
+    assert data["approvals"]["per_group"] == [{"group": "approvers", "pending": 2, "overdue": 1}]
+    assert data["approvals"]["per_policy"] == [{"policy": "(none)", "pending": 2, "overdue": 1}]
+    assert data["queues"] == [] and data["temporal_error"]
