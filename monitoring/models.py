@@ -39,6 +39,9 @@ class Execution(models.Model):
     # history last grew, for the retries and stuck views.
     pending_activities = models.JSONField(default=list, blank=True)
     progress_at = models.DateTimeField(null=True, blank=True)
+    workflow_task_attempt = models.PositiveIntegerField(
+        default=0, help_text="Attempt of the pending workflow task: above 1, workflow tasks keep failing."
+    )
     described_at = models.DateTimeField(null=True, blank=True)
     seen_at = models.DateTimeField(default=timezone.now)
 

@@ -128,7 +128,10 @@ def _apply_describe(described: visibility.Described, *, now: datetime) -> None:
     row.history_length = info.history_length
     row.pending_activities = described.pending_activities
     row.described_at = now
-    row.save(update_fields=["history_length", "pending_activities", "progress_at", "described_at"])
+    row.workflow_task_attempt = described.workflow_task_attempt
+    row.save(
+        update_fields=["history_length", "pending_activities", "progress_at", "described_at", "workflow_task_attempt"]
+    )
 
 
 # ---- figures from the snapshot -----------------------------------------------------------
@@ -309,6 +312,27 @@ def stuck_executions(*, threshold: timedelta, now: datetime | None = None) -> li
         .filter(Q(progress_at__lt=cutoff) | Q(progress_at__isnull=True, start_time__lt=cutoff))
         .order_by("progress_at")[:200]
     )
+
+
+def failing_workflow_tasks() -> tuple[list[dict[str, Any]], str]:
+    """Runs whose workflow tasks keep failing: the snapshot's describes (attempt above 1) merged with
+    the server's ``TemporalReportedProblems`` flag (one live call; servers without it just add nothing)."""
+    rows = {
+        (e.workflow_id, e.run_id): {"workflow_id": e.workflow_id, "run_id": e.run_id, "workflow_type": e.workflow_type,
+                                    "attempt": e.workflow_task_attempt, "source": "snapshot"}
+        for e in Execution.objects.filter(status="running", workflow_task_attempt__gt=1)[:200]
+    }  # fmt: skip
+    error = ""
+    try:
+        for info in temporal.run(visibility.reported_problems, limit=100):
+            rows.setdefault(
+                (info.workflow_id, info.run_id),
+                {"workflow_id": info.workflow_id, "run_id": info.run_id, "workflow_type": info.workflow_type,
+                 "attempt": None, "source": "TemporalReportedProblems"},
+            )  # fmt: skip
+    except temporal.TemporalError as exc:
+        error = str(exc)
+    return list(rows.values()), error
 
 
 # ---- actions ---------------------------------------------------------------------------

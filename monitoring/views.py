@@ -289,12 +289,12 @@ def stuck(request: HttpRequest) -> HttpResponse:
     except ValueError:
         pass
     rows = services.stuck_executions(threshold=timedelta(minutes=minutes))
-    context = {"rows": rows, "minutes": minutes, **_snapshot_context()}
+    failing, down = services.failing_workflow_tasks()
+    context = {"rows": rows, "minutes": minutes, "failing": failing, "down": down, **_snapshot_context()}
     data = {
-        "threshold_minutes": minutes,
-        "executions": [_row_json(r) for r in rows],
-        "snapshot": _snapshot_json(context),
-    }
+        "threshold_minutes": minutes, "executions": [_row_json(r) for r in rows], "failing_workflow_tasks": failing,
+        "temporal_error": down, "snapshot": _snapshot_json(context),
+    }  # fmt: skip
     return _respond(request, "monitoring/stuck.html", context, data)
 
 

@@ -66,6 +66,7 @@ class Described:
     info: ExecutionInfo
     pending_activities: list[dict[str, Any]]
     pending_children: list[dict[str, str]] = field(default_factory=list)
+    workflow_task_attempt: int = 0
 
 
 @dataclass
@@ -202,6 +203,14 @@ async def describe_execution(*, workflow_id: str, run_id: str) -> dict[str, Any]
     return await _call(describe)
 
 
+async def reported_problems(*, limit: int) -> list[ExecutionInfo]:
+    """Running runs the server flags with ``TemporalReportedProblems`` (repeated workflow-task failures)."""
+    rows, _ = await list_page(
+        query='TemporalReportedProblems IS NOT NULL AND ExecutionStatus = "Running"', page_size=limit, token=None
+    )
+    return rows
+
+
 async def task_queue_stats(*, names: Iterable[str]) -> list[dict[str, Any]]:
     """Backlog and pollers per task queue (DescribeTaskQueue with report_stats): one RPC per queue."""
 
@@ -321,6 +330,9 @@ async def read_changes(
                 Described(
                     info=_info(description),
                     pending_activities=[_pending_activity(p) for p in raw.pending_activities],
+                    workflow_task_attempt=raw.pending_workflow_task.attempt
+                    if raw.HasField("pending_workflow_task")
+                    else 0,
                 )
             )
         newest: dict[str, ExecutionInfo] = {}

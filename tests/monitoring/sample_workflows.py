@@ -42,5 +42,14 @@ class MonRetryWorkflow:
         )
 
 
-SAMPLE_WORKFLOWS = [MonMixWorkflow, MonRetryWorkflow]
+@workflow.defn(name="MonBrokenWorkflow")
+class MonBrokenWorkflow:
+    """A bug, not a failure: every workflow task fails and is retried by the server."""
+
+    @workflow.run
+    async def run(self) -> None:
+        raise RuntimeError("a bug in the workflow code")
+
+
+SAMPLE_WORKFLOWS = [MonMixWorkflow, MonRetryWorkflow, MonBrokenWorkflow]
 SAMPLE_ACTIVITIES = [mon_always_fails]

@@ -184,3 +184,24 @@ def test_the_worker_creates_the_schedule_once_and_the_workflow_refreshes_the_sna
         await client.get_schedule_handle(SNAPSHOT_SCHEDULE_ID).delete()
 
     run_async(delete)
+
+
+def test_workflows_whose_tasks_keep_failing_show_on_the_stuck_page(
+    own_server: DevServer, sample_worker: SampleWorker, cast: dict[str, Any]
+) -> None:
+    address = own_server.address
+    broken = start(address, sample_worker.task_queue, "MonBrokenWorkflow", None)
+    healthy = start(address, sample_worker.task_queue, "MonMixWorkflow", {"mode": "hang"})
+    eventually(lambda: describe(address, broken).raw_description.pending_workflow_task.attempt >= 2, timeout=30)
+    eventually(lambda: visible_count(address, 'ExecutionStatus = "Running"') == 2)
+
+    assert refresh_snapshot().described == 2
+
+    client = Client()
+    client.force_login(cast["oscar"])
+    data = client.get(reverse("monitoring:stuck"), {"format": "json"}).json()
+    assert [(r["workflow_id"], r["workflow_type"]) for r in data["failing_workflow_tasks"]] == [
+        (broken, "MonBrokenWorkflow")
+    ]
+    assert data["failing_workflow_tasks"][0]["attempt"] >= 2 and data["temporal_error"] == ""
+    assert healthy not in client.get(reverse("monitoring:stuck")).content.decode().split('id="failing"')[1]
