@@ -8,6 +8,7 @@ Every function makes a fixed number of RPCs, whatever the data.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -166,6 +167,14 @@ async def list_page(*, query: str, page_size: int, token: bytes | None) -> tuple
         return [_info(e) for e in iterator.current_page or []], iterator.next_page_token
 
     return await _call(page)
+
+
+async def list_page_and_count(
+    *, query: str, page_size: int, token: bytes | None
+) -> tuple[list[ExecutionInfo], bytes | None, int]:
+    """A page and the exact total, the two RPCs side by side."""
+    page, total = await asyncio.gather(list_page(query=query, page_size=page_size, token=token), count(query=query))
+    return page[0], page[1], total
 
 
 async def describe_execution(*, workflow_id: str, run_id: str) -> dict[str, Any]:

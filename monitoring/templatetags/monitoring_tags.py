@@ -29,7 +29,7 @@ def duration(seconds: float | None) -> str:
 
 
 @register.filter
-def ago(moment: datetime | str | None) -> SafeString | str:
+def ago(moment: datetime | str | None, now: datetime | None = None) -> SafeString | str:
     if not moment:
         return "—"
     if isinstance(moment, str):
@@ -37,7 +37,7 @@ def ago(moment: datetime | str | None) -> SafeString | str:
         if parsed is None:
             return moment
         moment = parsed
-    delta = (timezone.now() - moment).total_seconds()
+    delta = ((now or timezone.now()) - moment).total_seconds()
     text = f"{duration(abs(delta))} ago" if delta >= 0 else f"in {duration(-delta)}"
     exact = timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S %Z")
     return format_html('<time datetime="{}" title="{}">{}</time>', moment.isoformat(), exact, text)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
-from django.urls import reverse
+from django.urls import resolve, reverse
 from django.utils import timezone
 from temporalio.client import WorkflowExecutionStatus
 
 from monitoring.models import ActionLog, Execution, SnapshotState
-from tests.conftest import DevServer, eventually, free_port, pending_task
+from tests.conftest import DevServer, eventually, free_port, pending_task, run_async
 from tests.monitoring.conftest import SampleWorker
 from tests.monitoring.test_snapshot import closed, describe, start
 
@@ -165,6 +167,26 @@ def test_the_explorer_pages_with_the_servers_token(
     assert {e["workflow_id"] for e in first["executions"] + second["executions"]} == set(ids)
     html = client.get(url, {"type": "MonMixWorkflow"}).content.decode()
     assert "Next 2" in html and "3 executions match" in html
+
+    # Any workflow id links to its page, escaped in the list and intact in the link.
+    odd = "odd/id <b>x</b> ü?#"
+
+    async def start_odd() -> str:
+        from temporalio.client import Client as TemporalClient
+
+        temporal = await TemporalClient.connect(own_server.address)
+        handle = await temporal.start_workflow(
+            "MonMixWorkflow", {"mode": "hang"}, id=odd, task_queue=sample_worker.task_queue
+        )
+        return handle.result_run_id or ""
+
+    run_id = run_async(start_odd)
+    html = eventually(lambda: odd.replace("<", "&lt;").replace(">", "&gt;") in (
+        body := client.get(url, {"workflow_id": "odd/"}).content.decode()) and body)  # fmt: skip
+    [href] = re.findall(r'<a href="(/monitoring/executions/odd[^"]+)"', html)
+    match = resolve(unquote(href.replace("&amp;", "&")))
+    assert match.kwargs == {"workflow_id": odd, "run_id": run_id}
+    assert client.get(href.replace("&amp;", "&")).status_code == 200
 
 
 @pytest.mark.django_db(transaction=True)
