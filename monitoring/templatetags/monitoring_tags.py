@@ -10,7 +10,10 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from monitoring.models import Execution
+
 register = template.Library()
+LABELS = dict(Execution.Status.choices)
 
 
 @register.filter
@@ -50,6 +53,4 @@ def percent(value: float | None) -> str:
 
 @register.filter
 def status_label(slug: str) -> str:
-    from monitoring.models import Execution
-
-    return dict(Execution.Status.choices).get(slug, slug.replace("_", " ").capitalize())
+    return LABELS.get(slug) or slug.replace("_", " ").capitalize()
