@@ -235,9 +235,10 @@ MONITORING_BACKFILL_DAYS = env_int("MONITORING_BACKFILL_DAYS", 15, minimum=1)
 MONITORING_VISIBILITY_LAG_SECONDS = env_int("MONITORING_VISIBILITY_LAG_SECONDS", 5)
 MONITORING_STUCK_MINUTES = env_int("MONITORING_STUCK_MINUTES", 30, minimum=1)
 MONITORING_LIVE_CACHE_SECONDS = env_int("MONITORING_LIVE_CACHE_SECONDS", 5)
-# /metrics answers only with "Authorization: Bearer <token>" or from an allowed IP.
+# /metrics answers only with "Authorization: Bearer <token>" or from an allowed address. Loopback
+# only on the embedded default: behind a proxy on the same host every request comes from loopback.
 MONITORING_METRICS_TOKEN = env_str("MONITORING_METRICS_TOKEN", "")
-MONITORING_METRICS_ALLOWED_IPS = env_list("MONITORING_METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+MONITORING_METRICS_ALLOWED_IPS = env_list("MONITORING_METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"] if EMBEDDED else [])
 
 # Channels: Redis when REDIS_URL is set; otherwise an in-process layer (issue 5
 # decides the cross-process default).

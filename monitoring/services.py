@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,7 +12,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from approvals.models import ApprovalTask, TaskAssignment
@@ -137,13 +137,19 @@ def _apply_describe(described: visibility.Described, *, now: datetime) -> None:
 # ---- figures from the snapshot -----------------------------------------------------------
 
 
-def percentile(values: list[float], p: float) -> float | None:
+PERCENTILES = (50, 95, 99)
+
+
+def nearest_rank(p: int, n: int) -> int:
+    """1-based rank of the p-th percentile among n values: ceil(p * n / 100), in integers."""
+    return max((p * n + 99) // 100, 1)
+
+
+def percentile(values: list[float], p: int) -> float | None:
     """Nearest-rank percentile of ``values`` (no interpolation): a duration some run really took."""
     if not values:
         return None
-    ordered = sorted(values)
-    rank = max(math.ceil(p / 100 * len(ordered)), 1)
-    return ordered[rank - 1]
+    return sorted(values)[nearest_rank(p, len(values)) - 1]
 
 
 @dataclass
@@ -240,15 +246,20 @@ def _window(start: datetime, end: datetime) -> dict[str, TypeHealth]:
     for name, status, n in closed.values_list("workflow_type", "status").annotate(n=Count("id")).order_by():
         row = rows.setdefault(name, TypeHealth(name))
         setattr(row, status, n)
-    durations: dict[str, list[float]] = defaultdict(list)
-    for name, seconds in closed.filter(status="completed", duration__isnull=False).values_list(
-        "workflow_type", "duration"
-    ):
-        if seconds is not None:
-            durations[name].append(seconds)
-    for name, values in durations.items():
+    # Percentiles in the database (window functions, SQLite and PostgreSQL alike): only the rows at the
+    # three ranks come back, however many runs the window holds.
+    ranked = closed.filter(status="completed", duration__isnull=False).annotate(
+        rank=Window(RowNumber(), partition_by=[F("workflow_type")], order_by=[F("duration").asc(), F("id").asc()]),
+        n=Window(Count("id"), partition_by=[F("workflow_type")]),
+    )
+    wanted = Q()
+    for p in PERCENTILES:
+        wanted |= Q(rank=(F("n") * p + 99) / 100)
+    for name, n, rank, seconds in ranked.filter(wanted).values_list("workflow_type", "n", "rank", "duration"):
         row = rows[name]
-        row.p50, row.p95, row.p99 = (percentile(values, p) for p in (50, 95, 99))
+        for p in PERCENTILES:
+            if rank == nearest_rank(p, n):
+                setattr(row, f"p{p}", seconds)
     return rows
 
 

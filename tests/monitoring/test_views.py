@@ -92,6 +92,14 @@ def test_a_user_with_the_view_permission_but_no_group_may_look_but_not_act(
 
 
 @pytest.mark.django_db
+def test_actions_need_a_csrf_token(cast: dict[str, Any]) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(cast["oscar"])
+    response = client.post(reverse("monitoring:act", args=["x", RUN_ID]), {"action": "cancel", "confirm": "yes"})
+    assert response.status_code == 403 and not ActionLog.objects.exists()
+
+
+@pytest.mark.django_db
 def test_wrong_methods_are_refused(cast: dict[str, Any]) -> None:
     client = login(cast["oscar"])
     assert client.post(reverse("monitoring:overview")).status_code == 405
