@@ -29,7 +29,9 @@ def seed_users_and_policies() -> None:
         for name in ("approvers", "managers", "operators"):
             Group.objects.get_or_create(name=name)
         operators = Group.objects.get(name="operators")
-        operators.permissions.add(*Permission.objects.filter(codename="view_approvaltask"))
+        operators.permissions.add(
+            *Permission.objects.filter(codename__in=["view_approvaltask", "view_monitoring", "act_on_workflows"])
+        )
         for username, _role, groups, staff, superuser in CAST:
             user, created = User.objects.get_or_create(
                 username=username,

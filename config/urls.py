@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from config import views
+from monitoring import views as monitoring_views
 
 urlpatterns = [
     path("", views.home),
@@ -11,6 +12,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("approvals/", include("approvals.urls")),
+    path("monitoring/", include("monitoring.urls")),
+    path("metrics", monitoring_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]
 

@@ -24,6 +24,8 @@ from workflows.types import (
     NotifyInput,
     PolicyChangeInput,
     PolicySnapshot,
+    RefreshSnapshotInput,
+    RefreshSnapshotResult,
     RegisterTaskInput,
     VoteInput,
 )
@@ -80,6 +82,15 @@ def send_notification(data: NotifyInput) -> bool:
     return services.send_notification(data=data)
 
 
+@activity.defn(name="refresh_monitoring_snapshot")
+def refresh_monitoring_snapshot(data: RefreshSnapshotInput) -> RefreshSnapshotResult:
+    from monitoring.services import refresh_snapshot
+
+    result = refresh_snapshot()
+    watermark = result.watermark.isoformat() if result.watermark else ""
+    return RefreshSnapshotResult(result.closed_read, result.running_read, result.described, watermark)
+
+
 ALL: list[Callable[..., Any]] = [
     load_policy,
     register_task,
@@ -90,4 +101,5 @@ ALL: list[Callable[..., Any]] = [
     fail_task,
     record_vote,
     apply_policy_change,
+    refresh_monitoring_snapshot,
 ]

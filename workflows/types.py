@@ -317,3 +317,18 @@ class ApprovalResult:
     escalations: int
     decision_id: str | None = None
     request_id: str = ""
+
+
+@dataclass(frozen=True)
+class RefreshSnapshotInput:
+    """Input of ``MonitoringSnapshotWorkflow`` (room for options later)."""
+
+    reason: str = "schedule"
+
+
+@dataclass(frozen=True)
+class RefreshSnapshotResult:
+    closed_read: int = 0
+    running_read: int = 0
+    described: int = 0
+    watermark: str = ""

@@ -14,7 +14,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DataError, close_old_connections
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -24,10 +33,13 @@ from temporalio.worker import (
 )
 
 from workflows import activities
+from workflows.monitoring_workflows import SNAPSHOT_WORKFLOW, MonitoringSnapshotWorkflow
+from workflows.types import RefreshSnapshotInput
 from workflows.workflows import ApprovalWorkflow
 
 log = logging.getLogger(__name__)
-WORKFLOWS: Sequence[type] = [ApprovalWorkflow]
+WORKFLOWS: Sequence[type] = [ApprovalWorkflow, MonitoringSnapshotWorkflow]
+SNAPSHOT_SCHEDULE_ID = "tollgate-monitoring-snapshot"
 
 
 class _CloseConnections(ActivityInboundInterceptor):
@@ -71,6 +83,32 @@ def build_worker(client: Client, executor: ThreadPoolExecutor, *, task_queue: st
         interceptors=[DjangoConnectionInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
+
+
+async def ensure_snapshot_schedule(client: Client, *, task_queue: str | None = None) -> bool:
+    """Create the monitoring snapshot schedule unless it exists; True when created."""
+    queue = task_queue or settings.TEMPORAL_TASK_QUEUE
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            SNAPSHOT_WORKFLOW,
+            RefreshSnapshotInput(),
+            id=f"{SNAPSHOT_SCHEDULE_ID}-run",
+            task_queue=queue,
+            execution_timeout=timedelta(minutes=10),
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.MONITORING_REFRESH_SECONDS))]
+        ),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(SNAPSHOT_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        return False
+    log.info(
+        "created schedule %r: monitoring snapshot every %ss", SNAPSHOT_SCHEDULE_ID, settings.MONITORING_REFRESH_SECONDS
+    )
+    return True
 
 
 async def relay_outbox(stop: asyncio.Event, *, interval: float | None = None) -> None:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from workflows import client as temporal
-from workflows.worker import build_worker, relay_outbox
+from workflows.worker import build_worker, ensure_snapshot_schedule, relay_outbox
 
 log = logging.getLogger("tollgate.worker")
 
@@ -40,6 +40,10 @@ class Command(BaseCommand):
                     delay = min(delay * 2, 30)
                     continue
                 delay = 1.0
+                try:
+                    await ensure_snapshot_schedule(client)
+                except Exception:  # monitoring must never keep approvals from running
+                    log.exception("could not create the monitoring snapshot schedule")
                 worker = build_worker(client, executor)
                 log.info(
                     "worker polling task queue %r on %s namespace %r",

@@ -1,0 +1,213 @@
+"""Monitoring speed against the Temporal UI's own HTTP API, on one dev server with many executions.
+
+    .venv/bin/python bench/monitoring_bench.py [--executions 3000] [--repeat 15]
+
+Starts a Temporal dev server with its UI (in a temporary directory), fills visibility with
+completed, failed and running executions, takes a monitoring snapshot, then times:
+
+- baseline: the UI's HTTP API for a status count plus the first page of 100
+  (``/api/v1/namespaces/default/workflow-count`` and ``/workflows?pageSize=100``), one after the other;
+- Tollgate's overview (``/monitoring/``) and explorer (``/monitoring/executions/``), rendered by
+  Django through its ASGI handler, with the live count cache off.
+
+It prints the medians, the ratios (page / baseline: at most 1.0 is the goal) and the Temporal RPCs
+per page view at two visibility sizes, which must be the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+
+
+@workflow.defn(name="BenchWorkflow", sandboxed=False)
+class BenchWorkflow:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        if n % 10 == 0:
+            raise ApplicationError(f"bench failure {n}", non_retryable=True)
+        return n
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(directory: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    port, ui_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+         "--ui-port", str(ui_port), "--db-filename", str(directory / "temporal.db"), "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    ui = f"http://127.0.0.1:{ui_port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{ui}/api/v1/namespaces/default/workflow-count", timeout=2).read()  # noqa: S310
+            return proc, f"127.0.0.1:{port}", ui
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the Temporal dev server did not start")
+
+
+async def fill(address: str, total: int) -> None:
+    """Mostly completed, some failed, some running (on a queue nobody polls)."""
+    client = await Client.connect(address)
+    prefix = f"bench-{time.monotonic_ns()}"
+    async with Worker(client, task_queue="bench", workflows=[BenchWorkflow]):
+        for offset in range(0, total, 200):
+            batch = range(offset, min(offset + 200, total))
+            await asyncio.gather(
+                *(
+                    client.start_workflow(
+                        "BenchWorkflow", n, id=f"{prefix}-{n}", task_queue="bench" if n % 20 else "nobody-polls"
+                    )
+                    for n in batch
+                )
+            )
+        for _ in range(600):  # the bench's own workflows finish within seconds
+            if not (await client.count_workflows('ExecutionStatus = "Running" AND TaskQueue = "bench"')).count:
+                break
+            await asyncio.sleep(0.5)
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def time_ui(ui: str, repeat: int) -> float:
+    base = f"{ui}/api/v1/namespaces/default"
+    samples = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        json.load(urllib.request.urlopen(f"{base}/workflow-count", timeout=30))  # noqa: S310
+        json.load(urllib.request.urlopen(f"{base}/workflows?pageSize=100", timeout=30))  # noqa: S310
+        samples.append(time.perf_counter() - began)
+    return median_ms(samples)
+
+
+async def time_page(client: Any, path: str, repeat: int, calls: Counter[str]) -> tuple[float, float]:
+    """Median milliseconds and RPCs per view (after one warm-up view that connects)."""
+    response = await client.get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    calls.clear()
+    samples = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        response = await client.get(path)
+        samples.append(time.perf_counter() - began)
+        assert response.status_code == 200, (path, response.status_code)
+    return median_ms(samples), sum(calls.values()) / repeat
+
+
+def count_rpcs() -> Counter[str]:
+    from temporalio import service
+
+    calls: Counter[str] = Counter()
+    original: Callable[..., Awaitable[Any]] = service._BridgeServiceClient._rpc_call
+
+    async def counted(self: Any, rpc: str, *args: Any, **kwargs: Any) -> Any:
+        calls[rpc] += 1
+        return await original(self, rpc, *args, **kwargs)
+
+    service._BridgeServiceClient._rpc_call = counted  # type: ignore[method-assign]
+    return calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--executions", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    proc, address, ui = start_server(workdir)
+    try:
+        os.environ.update({
+            "TOLLGATE_VAR_DIR": str(workdir), "TEMPORAL_ADDRESS": address, "MONITORING_LIVE_CACHE_SECONDS": "0",
+            "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_ALLOW_ASYNC_UNSAFE": "true",
+            "TOLLGATE_LOG_LEVEL": "WARNING", "DJANGO_ALLOWED_HOSTS": "testserver",
+        })  # fmt: skip
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        from approvals.demo import seed_users_and_policies
+
+        seed_users_and_policies()
+        calls = count_rpcs()
+        results = []
+        for size in (args.executions // 5, args.executions):
+            print(f"filling visibility up to {size} executions ...", flush=True)
+            have = asyncio.run(_count(address))
+            asyncio.run(fill(address, size - have))
+            results.append((size, asyncio.run(measure(ui, args.repeat, calls))))
+        baseline_size, first = results[0]
+        for size, figures in results:
+            print(f"\n{size} executions in visibility (median of {args.repeat}):")
+            base = figures["baseline"]
+            print(f"  Temporal UI API, count + first 100:  {base:7.1f} ms")
+            for name in ("overview", "explorer"):
+                ms, rpcs = figures[name]
+                print(f"  {name:<10} {ms:7.1f} ms   ratio {ms / base:4.2f}   Temporal RPCs per view {rpcs:g}")
+        same = all(first[n][1] == figures[n][1] for n in ("overview", "explorer") for _, figures in results)
+        print(
+            f"\nRPCs per view constant from {baseline_size} to {results[-1][0]} executions: {'yes' if same else 'NO'}"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _count(address: str) -> int:
+    return (await (await Client.connect(address)).count_workflows()).count
+
+
+async def measure(ui: str, repeat: int, calls: Counter[str]) -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import get_user_model
+    from django.test import AsyncClient
+
+    from monitoring.services import refresh_snapshot
+
+    await sync_to_async(refresh_snapshot, thread_sensitive=False)()
+    client = AsyncClient()
+    await client.aforce_login(await get_user_model().objects.aget(username="oscar"))
+    figures: dict[str, Any] = {"baseline": await asyncio.to_thread(time_ui, ui, repeat)}
+    figures["overview"] = await time_page(client, "/monitoring/?window=7d", repeat, calls)
+    figures["explorer"] = await time_page(client, "/monitoring/executions/", repeat, calls)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""Monitoring writes and figures: the snapshot refresh, the health aggregates, audited actions."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, F, Q, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from approvals.models import ApprovalTask, TaskAssignment
+from monitoring.models import ActionLog, Execution, SnapshotState
+from workflows import client as temporal
+from workflows import visibility
+
+log = logging.getLogger(__name__)
+CLOSED = ["completed", "failed", "timed_out", "canceled", "terminated"]
+FAILED = ["failed", "timed_out"]
+WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+
+# ---- refresh ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    closed_read: int
+    running_read: int
+    described: int
+    watermark: datetime | None
+    truncated: bool
+
+
+def refresh_snapshot() -> RefreshResult:
+    """Read what changed since the watermark and upsert it; idempotent, safe to retry."""
+    state = SnapshotState.current()
+    now = timezone.now()
+    since = state.close_watermark or now - timedelta(days=settings.MONITORING_BACKFILL_DAYS)
+    since -= timedelta(seconds=settings.MONITORING_VISIBILITY_LAG_SECONDS)
+    described_at = {
+        (wid, rid): at
+        for wid, rid, at in Execution.objects.filter(status="running", described_at__isnull=False).values_list(
+            "workflow_id", "run_id", "described_at"
+        )
+    }
+    try:
+        changes = temporal.run(
+            visibility.read_changes,
+            closed_query=f'CloseTime > "{visibility.visibility_time(since)}"',
+            max_closed=settings.MONITORING_MAX_CLOSED_PER_REFRESH,
+            running_limit=settings.MONITORING_RUNNING_LIMIT,
+            describe_limit=settings.MONITORING_DESCRIBE_LIMIT,
+            described_at=described_at,
+        )
+    except temporal.TemporalError as exc:
+        SnapshotState.objects.filter(pk=state.pk).update(last_error=str(exc)[:2000])
+        raise
+    with transaction.atomic():
+        _upsert(changes.closed, now=now, closed=True)
+        _upsert(changes.running, now=now, closed=False)
+        for described in changes.described:
+            _apply_describe(described, now=now)
+        for (workflow_id, run_id), message in changes.failures.items():
+            Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).update(failure_message=message[:5000])
+        newest = max((i.close_time for i in changes.closed if i.close_time), default=None)
+        watermark = max(filter(None, [state.close_watermark, newest])) if newest else state.close_watermark
+        if watermark is None:
+            watermark = now - timedelta(days=settings.MONITORING_BACKFILL_DAYS)
+        SnapshotState.objects.filter(pk=state.pk).update(
+            close_watermark=watermark,
+            refreshed_at=now,
+            last_error="",
+            last_closed_read=len(changes.closed),
+            last_running_read=len(changes.running),
+            truncated=changes.truncated,
+        )
+    if changes.truncated:
+        log.warning("monitoring refresh read its limit of %d closed runs", settings.MONITORING_MAX_CLOSED_PER_REFRESH)
+    return RefreshResult(
+        len(changes.closed), len(changes.running), len(changes.described), watermark, changes.truncated
+    )
+
+
+def _upsert(infos: list[visibility.ExecutionInfo], *, now: datetime, closed: bool) -> None:
+    if not infos:
+        return
+    rows = [
+        Execution(
+            workflow_id=i.workflow_id,
+            run_id=i.run_id,
+            workflow_type=i.workflow_type,
+            status=i.status,
+            task_queue=i.task_queue,
+            start_time=i.start_time,
+            close_time=i.close_time,
+            duration=i.duration,
+            history_length=i.history_length,
+            pending_activities=[],
+            progress_at=i.close_time or i.start_time,
+            seen_at=now,
+        )
+        for i in infos
+    ]
+    # A running run's visibility record lags its history length: describes keep that current.
+    fields = ["workflow_type", "status", "task_queue", "start_time", "seen_at"]
+    if closed:
+        fields += ["close_time", "duration", "history_length", "pending_activities", "progress_at"]
+    Execution.objects.bulk_create(
+        rows, batch_size=500, update_conflicts=True, unique_fields=["workflow_id", "run_id"], update_fields=fields
+    )
+
+
+def _apply_describe(described: visibility.Described, *, now: datetime) -> None:
+    info = described.info
+    row = Execution.objects.filter(workflow_id=info.workflow_id, run_id=info.run_id).first()
+    if row is None:
+        return
+    if row.history_length != info.history_length or row.progress_at is None:
+        row.progress_at = now
+    row.history_length = info.history_length
+    row.pending_activities = described.pending_activities
+    row.described_at = now
+    row.workflow_task_attempt = described.workflow_task_attempt
+    row.save(
+        update_fields=["history_length", "pending_activities", "progress_at", "described_at", "workflow_task_attempt"]
+    )
+
+
+# ---- figures from the snapshot -----------------------------------------------------------
+
+
+PERCENTILES = (50, 95, 99)
+
+
+def nearest_rank(p: int, n: int) -> int:
+    """1-based rank of the p-th percentile among n values: ceil(p * n / 100), in integers."""
+    return max((p * n + 99) // 100, 1)
+
+
+def percentile(values: list[float], p: int) -> float | None:
+    """Nearest-rank percentile of ``values`` (no interpolation): a duration some run really took."""
+    if not values:
+        return None
+    return sorted(values)[nearest_rank(p, len(values)) - 1]
+
+
+@dataclass
+class TypeHealth:
+    workflow_type: str
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    canceled: int = 0
+    terminated: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    latest_failure: str = ""
+    latest_failure_at: datetime | None = None
+    previous: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def closed(self) -> int:
+        return self.completed + self.failed + self.timed_out + self.canceled + self.terminated
+
+    @property
+    def stopped(self) -> int:
+        return self.canceled + self.terminated
+
+    @property
+    def failure_rate(self) -> float | None:
+        """(failed + timed out) / closed in the window, by close time."""
+        return (self.failed + self.timed_out) / self.closed if self.closed else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "workflow_type": self.workflow_type,
+            "running": self.running,
+            "completed": self.completed,
+            "failed": self.failed,
+            "timed_out": self.timed_out,
+            "canceled": self.canceled,
+            "terminated": self.terminated,
+            "closed": self.closed,
+            "failure_rate": self.failure_rate,
+            "duration_p50_seconds": self.p50,
+            "duration_p95_seconds": self.p95,
+            "duration_p99_seconds": self.p99,
+            "latest_failure": self.latest_failure,
+            "latest_failure_at": self.latest_failure_at.isoformat() if self.latest_failure_at else None,
+            "previous": self.previous,
+        }
+
+
+def type_health(*, start: datetime, end: datetime) -> list[TypeHealth]:
+    """Per workflow type: closed counts (by close time in [start, end)), running now, duration percentiles
+    of completed runs, the latest failure message; each with the previous window of the same length.
+    A fixed number of SQL queries, whatever the number of types or runs."""
+    length = end - start
+    current = _window(start, end)
+    previous = _window(start - length, start)
+    running = dict(
+        Execution.objects.filter(status="running")
+        .values_list("workflow_type")
+        .annotate(n=Count("id"))
+        .values_list("workflow_type", "n")
+    )
+    failures = (
+        Execution.objects.filter(status__in=FAILED, close_time__gte=start, close_time__lt=end)
+        .exclude(failure_message="")
+        .order_by("-close_time")
+        .values_list("workflow_type", "failure_message", "close_time")[:1000]
+    )
+    types = sorted(set(current) | set(previous) | set(running))
+    rows = []
+    for name in types:
+        row = current.get(name) or TypeHealth(name)
+        row.running = running.get(name, 0)
+        before = previous.get(name) or TypeHealth(name)
+        row.previous = {
+            "closed": before.closed,
+            "failure_rate": before.failure_rate,
+            "duration_p95_seconds": before.p95,
+        }
+        rows.append(row)
+    by_name = {row.workflow_type: row for row in rows}
+    for name, message, at in failures:
+        row = by_name[name]
+        if not row.latest_failure:
+            row.latest_failure, row.latest_failure_at = message, at
+    return rows
+
+
+def _window(start: datetime, end: datetime) -> dict[str, TypeHealth]:
+    closed = Execution.objects.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
+    rows: dict[str, TypeHealth] = {}
+    for name, status, n in closed.values_list("workflow_type", "status").annotate(n=Count("id")).order_by():
+        row = rows.setdefault(name, TypeHealth(name))
+        setattr(row, status, n)
+    # Percentiles in the database (window functions, SQLite and PostgreSQL alike): only the rows at the
+    # three ranks come back, however many runs the window holds.
+    ranked = closed.filter(status="completed", duration__isnull=False).annotate(
+        rank=Window(RowNumber(), partition_by=[F("workflow_type")], order_by=[F("duration").asc(), F("id").asc()]),
+        n=Window(Count("id"), partition_by=[F("workflow_type")]),
+    )
+    wanted = Q()
+    for p in PERCENTILES:
+        wanted |= Q(rank=(F("n") * p + 99) / 100)
+    for name, n, rank, seconds in ranked.filter(wanted).values_list("workflow_type", "n", "rank", "duration"):
+        row = rows[name]
+        for p in PERCENTILES:
+            if rank == nearest_rank(p, n):
+                setattr(row, f"p{p}", seconds)
+    return rows
+
+
+def snapshot_status_counts() -> dict[str, int]:
+    """Status counts from the snapshot: closed ones within the backfill horizon, running now."""
+    return dict(Execution.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+
+
+@dataclass(frozen=True)
+class Live:
+    counts: dict[str, int]
+    source: str  # "temporal" or "snapshot"
+    error: str = ""
+
+
+def live_status_counts() -> Live:
+    """Exact namespace counts from visibility (one call, cached a few seconds); the snapshot's when down."""
+    key = f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}"
+    counts = cache.get(key)
+    if counts is not None:
+        return Live(counts, "temporal")
+    try:
+        counts = temporal.run(visibility.count_by_status)
+    except temporal.TemporalError as exc:
+        return Live(snapshot_status_counts(), "snapshot", str(exc))
+    cache.set(key, counts, settings.MONITORING_LIVE_CACHE_SECONDS)
+    return Live(counts, "temporal")
+
+
+def retrying_activities() -> list[dict[str, Any]]:
+    """Pending activities past their first attempt, grouped by activity type and last error."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    rows = Execution.objects.filter(status="running", described_at__isnull=False).exclude(pending_activities=[])
+    for execution in rows.only("workflow_id", "run_id", "workflow_type", "pending_activities"):
+        for activity in execution.pending_activities:
+            if activity.get("attempt", 1) <= 1 and not activity.get("last_failure"):
+                continue
+            key = (activity["activity_type"], activity.get("last_failure", ""))
+            group = groups.setdefault(
+                key,
+                {"activity_type": key[0], "error": key[1], "count": 0, "max_attempt": 0, "next_retry_at": None,
+                 "executions": []},
+            )  # fmt: skip
+            group["count"] += 1
+            group["max_attempt"] = max(group["max_attempt"], activity.get("attempt", 1))
+            next_at = activity.get("next_attempt_at")
+            if next_at and (group["next_retry_at"] is None or next_at < group["next_retry_at"]):
+                group["next_retry_at"] = next_at
+            if len(group["executions"]) < 10:
+                group["executions"].append(
+                    {"workflow_id": execution.workflow_id, "run_id": execution.run_id, "attempt": activity["attempt"]}
+                )
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["activity_type"]))
+
+
+def stuck_executions(*, threshold: timedelta, now: datetime | None = None) -> list[Execution]:
+    """Running runs whose history has not grown for longer than ``threshold`` (as of their last describe)."""
+    cutoff = (now or timezone.now()) - threshold
+    return list(
+        Execution.objects.filter(status="running")
+        .filter(Q(progress_at__lt=cutoff) | Q(progress_at__isnull=True, start_time__lt=cutoff))
+        .order_by("progress_at")[:200]
+    )
+
+
+def failing_workflow_tasks() -> tuple[list[dict[str, Any]], str]:
+    """Runs whose workflow tasks keep failing: the snapshot's describes (attempt above 1) merged with
+    the server's ``TemporalReportedProblems`` flag (one live call; servers without it just add nothing)."""
+    rows = {
+        (e.workflow_id, e.run_id): {"workflow_id": e.workflow_id, "run_id": e.run_id, "workflow_type": e.workflow_type,
+                                    "attempt": e.workflow_task_attempt, "source": "snapshot"}
+        for e in Execution.objects.filter(status="running", workflow_task_attempt__gt=1)[:200]
+    }  # fmt: skip
+    error = ""
+    try:
+        for info in temporal.run(visibility.reported_problems, limit=100):
+            rows.setdefault(
+                (info.workflow_id, info.run_id),
+                {"workflow_id": info.workflow_id, "run_id": info.run_id, "workflow_type": info.workflow_type,
+                 "attempt": None, "source": "TemporalReportedProblems"},
+            )  # fmt: skip
+    except temporal.TemporalError as exc:
+        error = str(exc)
+    return list(rows.values()), error
+
+
+# ---- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    ok: bool
+    message: str
+
+
+def act_on_workflow(
+    *, user: AbstractBaseUser, action: str, workflow_id: str, run_id: str, reason: str = "", signal: str = "",
+    arg: Any = None,
+) -> ActionResult:  # fmt: skip
+    """Cancel, terminate or signal a run, and write the audit row whatever Temporal answers."""
+    try:
+        if action == ActionLog.Action.CANCEL:
+            temporal.run(visibility.cancel_workflow, workflow_id=workflow_id, run_id=run_id)
+            result = ActionResult(True, "Cancellation requested: the workflow decides how to wind down.")
+        elif action == ActionLog.Action.TERMINATE:
+            temporal.run(visibility.terminate_workflow, workflow_id=workflow_id, run_id=run_id, reason=reason)
+            result = ActionResult(True, "Terminated.")
+        elif action == ActionLog.Action.SIGNAL:
+            temporal.run(visibility.signal_workflow, workflow_id=workflow_id, run_id=run_id, name=signal, arg=arg)
+            result = ActionResult(True, f"Signal {signal!r} sent.")
+        else:
+            raise ValueError(f"unknown action {action!r}")
+    except temporal.TemporalError as exc:
+        result = ActionResult(False, f"Temporal refused: {exc}")
+    ActionLog.objects.create(
+        user_id=user.pk,
+        username=user.get_username(),
+        action=action,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        reason=reason,
+        detail={"signal": signal, "input": arg} if action == ActionLog.Action.SIGNAL else {},
+        ok=result.ok,
+        message=result.message,
+    )
+    return result
+
+
+# ---- pending and trends ------------------------------------------------------------------
+
+AGE_BUCKETS = [
+    ("under 1 hour", timedelta(hours=1)),
+    ("1 to 24 hours", timedelta(days=1)),
+    ("1 to 7 days", timedelta(days=7)),
+    ("over 7 days", None),
+]
+
+
+def running_by_age(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Running runs per type in age buckets (one query)."""
+    now = now or timezone.now()
+    rows: dict[str, dict[str, Any]] = {}
+    for name, started in Execution.objects.filter(status="running").values_list("workflow_type", "start_time"):
+        row = rows.setdefault(name, {"workflow_type": name, "total": 0, "oldest": started, "ages": [0] * 4})
+        age = now - started
+        index = next(i for i, (_, limit) in enumerate(AGE_BUCKETS) if limit is None or age < limit)
+        row["ages"][index] += 1
+        row["total"] += 1
+        row["oldest"] = min(row["oldest"], started)
+    return sorted(rows.values(), key=lambda r: -r["total"])
+
+
+def approval_figures(*, start: datetime, now: datetime | None = None) -> dict[str, Any]:
+    """Pending and overdue approval tasks per policy and group, median time to decision and the
+    escalation rate for tasks closed since ``start``; a fixed number of queries."""
+    now = now or timezone.now()
+    pending = ApprovalTask.objects.filter(status=ApprovalTask.Status.PENDING)
+    overdue = Count("id", filter=Q(due_at__lt=now))
+    per_policy = list(
+        pending.values("policy__name").annotate(pending=Count("id"), overdue=overdue).order_by("policy__name")
+    )
+    per_group = list(
+        TaskAssignment.objects.filter(task__status=ApprovalTask.Status.PENDING, group__isnull=False)
+        .filter(level__lte=F("task__level"))
+        .values("group__name")
+        .annotate(
+            pending=Count("task", distinct=True),
+            overdue=Count("task", distinct=True, filter=Q(task__due_at__lt=now)),
+        )
+        .order_by("group__name")
+    )
+    closed = ApprovalTask.objects.filter(decided_at__gte=start).exclude(status=ApprovalTask.Status.PENDING)
+    waits = [(d - c).total_seconds() for c, d in closed.values_list("created_at", "decided_at") if d is not None]
+    counts = closed.aggregate(total=Count("id"), escalated=Count("id", filter=Q(escalations__gt=0)))
+    return {
+        "per_policy": [{"policy": r["policy__name"] or "(none)", **_pick(r, "pending", "overdue")} for r in per_policy],
+        "per_group": [{"group": r["group__name"], **_pick(r, "pending", "overdue")} for r in per_group],
+        "decided": counts["total"],
+        "median_time_to_decision_seconds": percentile(waits, 50),
+        "escalation_rate": counts["escalated"] / counts["total"] if counts["total"] else None,
+    }
+
+
+def _pick(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: row[key] for key in keys}
+
+
+def live_task_queues(*, limit: int = 10) -> tuple[list[dict[str, Any]], str]:
+    """Backlog and pollers of the task queues running runs use (at most ``limit`` calls, cached briefly)."""
+    names = sorted(set(Execution.objects.filter(status="running").values_list("task_queue", flat=True)) - {""})
+    names = names[:limit] or [settings.TEMPORAL_TASK_QUEUE]
+    key = f"monitoring:queues:{settings.TEMPORAL_ADDRESS}:{','.join(names)}"
+    rows = cache.get(key)
+    if rows is not None:
+        return rows, ""
+    try:
+        rows = temporal.run(visibility.task_queue_stats, names=names)
+    except temporal.TemporalError as exc:
+        return [], str(exc)
+    cache.set(key, rows, settings.MONITORING_LIVE_CACHE_SECONDS)
+    return rows, ""
+
+
+DURATION_BUCKETS = [("< 1s", 1), ("1-10s", 10), ("10s-1m", 60), ("1-10m", 600), ("10m-1h", 3600), ("> 1h", None)]
+
+
+def trends(*, start: datetime, end: datetime, buckets: int = 24) -> dict[str, Any]:
+    """Throughput and failure rate per time bucket (by close time), and duration histograms per type."""
+    step = (end - start) / buckets
+    series: list[dict[str, Any]] = [{"start": start + step * i, "closed": 0, "failed": 0} for i in range(buckets)]
+    histograms: dict[str, list[int]] = defaultdict(lambda: [0] * len(DURATION_BUCKETS))
+    closed = Execution.objects.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
+    for name, status, close_time, seconds in closed.values_list("workflow_type", "status", "close_time", "duration"):
+        if close_time is None:
+            continue
+        index = min(int((close_time - start) / step), buckets - 1)
+        series[index]["closed"] += 1
+        series[index]["failed"] += status in FAILED
+        if status == "completed" and seconds is not None:
+            slot = next(i for i, (_, top) in enumerate(DURATION_BUCKETS) if top is None or seconds < top)
+            histograms[name][slot] += 1
+    for point in series:
+        point["failure_rate"] = point["failed"] / point["closed"] if point["closed"] else None
+    return {
+        "step_seconds": step.total_seconds(),
+        "series": series,
+        "durations": {name: dict(zip([b for b, _ in DURATION_BUCKETS], counts, strict=True))
+                      for name, counts in sorted(histograms.items())},
+    }  # fmt: skip

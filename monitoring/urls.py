@@ -1,0 +1,16 @@
+from django.urls import path, re_path
+
+from monitoring import views
+
+app_name = "monitoring"
+RUN = r"executions/(?P<workflow_id>.+)/(?P<run_id>[0-9A-Za-z-]{1,64})"
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("executions/", views.executions, name="executions"),
+    path("retries/", views.retries, name="retries"),
+    path("stuck/", views.stuck, name="stuck"),
+    path("pending/", views.pending, name="pending"),
+    path("trends/", views.trends, name="trends"),
+    re_path(rf"^{RUN}/act/$", views.act, name="act"),
+    re_path(rf"^{RUN}/$", views.execution_detail, name="execution"),
+]

@@ -1,0 +1,392 @@
+"""Operators' pages. Aggregates come from the snapshot; live calls are one or two per view.
+
+Every page has a JSON twin (``?format=json``) built from the same context.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString
+from django.views.decorators.http import require_GET, require_POST
+
+from monitoring import charts, services
+from monitoring.access import can_act, operators_only
+from monitoring.models import ActionLog, Execution, SnapshotState
+from monitoring.templatetags import monitoring_tags as tags
+from workflows import client as temporal
+from workflows import visibility
+
+PAGE_SIZE = 100
+FOLD_AT = 400
+URL_SAFE = "/~:@!$&'()*+,;="  # what Django's reverse() leaves unquoted in a path
+STATUSES = ["Running", "Completed", "Failed", "TimedOut", "Canceled", "Terminated", "ContinuedAsNew"]
+
+
+def _respond(
+    request: HttpRequest, template: str, context: dict[str, Any], data: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """The page, or its JSON twin with the same figures."""
+    if request.GET.get("format") == "json":
+        return JsonResponse(data, encoder=DjangoJSONEncoder, status=status, json_dumps_params={"indent": 1})
+    return render(request, template, context, status=status)
+
+
+def _snapshot_context() -> dict[str, Any]:
+    state = SnapshotState.current()
+    age = state.age()
+    return {"snapshot": state, "snapshot_age": age.total_seconds() if age is not None else None}
+
+
+def _snapshot_json(context: dict[str, Any]) -> dict[str, Any]:
+    state: SnapshotState = context["snapshot"]
+    return {
+        "refreshed_at": state.refreshed_at,
+        "age_seconds": context["snapshot_age"],
+        "watermark": state.close_watermark,
+        "last_error": state.last_error,
+    }
+
+
+def _window(request: HttpRequest) -> tuple[str, datetime, datetime]:
+    now = timezone.now()
+    name = request.GET.get("window", "24h")
+    if name == "custom":
+        start = parse_datetime(request.GET.get("start", "") or "")
+        end = parse_datetime(request.GET.get("end", "") or "") or now
+        if start is not None:
+            start = start if timezone.is_aware(start) else timezone.make_aware(start)
+            end = end if timezone.is_aware(end) else timezone.make_aware(end)
+            if start < end:
+                return name, start, end
+        name = "24h"
+    if name not in services.WINDOWS:
+        name = "24h"
+    return name, now - services.WINDOWS[name], now
+
+
+@operators_only
+@require_GET
+def overview(request: HttpRequest) -> HttpResponse:
+    window, start, end = _window(request)
+    live = services.live_status_counts()
+    rows = services.type_health(start=start, end=end)
+    context = {
+        "window": window, "start": start, "end": end, "live": live, "rows": rows,
+        "windows": list(services.WINDOWS), **_snapshot_context(),
+    }  # fmt: skip
+    data = {
+        "window": {"name": window, "start": start, "end": end},
+        "status_counts": live.counts,
+        "status_counts_source": live.source,
+        "temporal_error": live.error,
+        "types": [row.as_json() for row in rows],
+        "snapshot": _snapshot_json(context),
+    }
+    return _respond(request, "monitoring/overview.html", context, data)
+
+
+def _build_query(request: HttpRequest) -> str:
+    """The raw query box wins; otherwise the filter builder's fields, ANDed."""
+    raw = request.GET.get("q", "").strip()[:2000]
+    if raw:
+        return raw
+    clauses = []
+    workflow_type = request.GET.get("type", "").strip()
+    if workflow_type:
+        clauses.append(f"WorkflowType = {json.dumps(workflow_type)}")
+    status = request.GET.get("status", "")
+    if status in STATUSES:
+        clauses.append(f'ExecutionStatus = "{status}"')
+    workflow_id = request.GET.get("workflow_id", "").strip()
+    if workflow_id:
+        clauses.append(f"WorkflowId STARTS_WITH {json.dumps(workflow_id)}")
+    return " AND ".join(clauses)
+
+
+def _token(raw: str) -> bytes | None:
+    if not raw:
+        return None
+    try:
+        return base64.urlsafe_b64decode(raw.encode())
+    except (binascii.Error, ValueError):
+        return None
+
+
+@operators_only
+@require_GET
+def executions(request: HttpRequest) -> HttpResponse:
+    query = _build_query(request)
+    context: dict[str, Any] = {
+        "query": query, "raw": request.GET.get("q", ""), "statuses": STATUSES, "params": request.GET,
+        "rows": [], "next_token": "", "error": "", "down": "", "total": None, **_snapshot_context(),
+    }  # fmt: skip
+    status = 200
+    try:
+        rows, token, total = temporal.run(
+            visibility.list_page_and_count, query=query, page_size=PAGE_SIZE, token=_token(request.GET.get("page", ""))
+        )
+        context["rows"], context["total"] = rows, total
+        context["rows_html"] = _rows_html(rows)
+        context["next_token"] = base64.urlsafe_b64encode(token).decode() if token else ""
+    except visibility.BadQuery as exc:
+        context["error"], status = str(exc), 400
+    except temporal.TemporalUnavailable as exc:
+        context["down"] = str(exc)
+        context["snapshot_rows"] = Execution.objects.order_by("-start_time")[:PAGE_SIZE]
+    except temporal.TemporalError as exc:
+        context["error"], status = str(exc), 400
+    data = {
+        "query": query,
+        "total": context["total"],
+        "executions": [_execution_json(r) for r in context["rows"]],
+        "next_page": context["next_token"],
+        "error": context["error"],
+        "temporal_error": context["down"],
+        "snapshot": _snapshot_json(context),
+    }
+    if context["down"]:
+        data["snapshot_executions"] = [_row_json(r) for r in context["snapshot_rows"]]
+    return _respond(request, "monitoring/executions.html", context, data, status=status)
+
+
+def _rows_html(rows: list[visibility.ExecutionInfo]) -> SafeString:
+    """The explorer's rows, escaped by format_html: Django's template engine spent longer on 100 rows
+    than the Temporal UI's API takes for the whole page (see bench/monitoring_bench.py)."""
+    prefix, now = reverse("monitoring:executions"), timezone.now()
+    row = (
+        '<tr><td data-label="Id"><a href="{}">{}</a></td><td data-label="Type">{}</td>'
+        '<td data-label="Status"><span class="status status-{}">{}</span></td><td data-label="Started">{}</td>'
+        '<td data-label="Closed">{}</td><td data-label="Duration">{}</td><td data-label="History">{}</td>'
+        '<td data-label="Task queue">{}</td></tr>'
+    )
+    return format_html_join(
+        "\n",
+        row,
+        (
+            (f"{prefix}{quote(e.workflow_id, safe=URL_SAFE)}/{quote(e.run_id)}/", e.workflow_id, e.workflow_type,
+             e.status, tags.status_label(e.status), tags.ago(e.start_time, now), tags.ago(e.close_time, now),
+             tags.duration(e.duration), e.history_length, e.task_queue)
+            for e in rows
+        ),
+    )  # fmt: skip
+
+
+def _execution_json(info: visibility.ExecutionInfo) -> dict[str, Any]:
+    return {
+        "workflow_id": info.workflow_id, "run_id": info.run_id, "workflow_type": info.workflow_type,
+        "status": info.status, "task_queue": info.task_queue, "start_time": info.start_time,
+        "close_time": info.close_time, "duration_seconds": info.duration, "history_length": info.history_length,
+    }  # fmt: skip
+
+
+def _row_json(row: Execution) -> dict[str, Any]:
+    return {
+        "workflow_id": row.workflow_id, "run_id": row.run_id, "workflow_type": row.workflow_type,
+        "status": row.status, "task_queue": row.task_queue, "start_time": row.start_time,
+        "close_time": row.close_time, "duration_seconds": row.duration, "history_length": row.history_length,
+        "failure_message": row.failure_message, "pending_activities": row.pending_activities,
+    }  # fmt: skip
+
+
+def temporal_ui_url(workflow_id: str, run_id: str) -> str:
+    base = settings.TEMPORAL_UI_URL
+    host, port = settings.TEMPORAL_ADDRESS.rsplit(":", 1)
+    if not base and host in ("127.0.0.1", "localhost"):
+        base = f"http://{host}:{int(port) + 1000}"  # the dev server's UI, as make run starts it
+    if not base:
+        return ""
+    namespace = quote(settings.TEMPORAL_NAMESPACE, safe="")
+    return f"{base.rstrip('/')}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}/{quote(run_id)}/history"
+
+
+@operators_only
+@require_GET
+def execution_detail(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
+    context = _detail_context(request, workflow_id, run_id)
+    status = 404 if context["missing"] else 200
+    detail = context["detail"]
+    data = {
+        "workflow_id": workflow_id,
+        "run_id": run_id,
+        "execution": _execution_json(detail["info"]) if detail else None,
+        "pending_activities": detail["pending_activities"] if detail else [],
+        "children": detail["children"] if detail else [],
+        "events": detail["events"] if detail else [],
+        "input": detail["input"] if detail else None,
+        "result": detail["result"] if detail else None,
+        "failure": detail["failure"] if detail else "",
+        "temporal_ui_url": context["temporal_url"],
+        "temporal_error": context["down"],
+        "snapshot_row": _row_json(context["row"]) if context["row"] else None,
+        "snapshot": _snapshot_json(context),
+    }
+    return _respond(request, "monitoring/execution.html", context, data, status=status)
+
+
+def _detail_context(request: HttpRequest, workflow_id: str, run_id: str) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "workflow_id": workflow_id, "run_id": run_id, "detail": None, "down": "", "missing": False,
+        "row": Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).first(),
+        "temporal_url": temporal_ui_url(workflow_id, run_id), "can_act": can_act(request.user),
+        "fold_at": FOLD_AT, "audit": ActionLog.objects.filter(workflow_id=workflow_id, run_id=run_id)[:20],
+        **_snapshot_context(),
+    }  # fmt: skip
+    try:
+        context["detail"] = temporal.run(visibility.describe_execution, workflow_id=workflow_id, run_id=run_id)
+    except visibility.NotFound:
+        context["missing"] = True
+    except temporal.TemporalError as exc:
+        context["down"] = str(exc)
+    return context
+
+
+@operators_only
+@require_POST
+def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
+    """Cancel, terminate (reason required) or signal (JSON input); confirmed first, always audited."""
+    if not can_act(request.user):
+        raise PermissionDenied("Acting on workflows needs the monitoring.act_on_workflows permission.")
+    action = request.POST.get("action", "")
+    reason = request.POST.get("reason", "").strip()[:2000]
+    signal = request.POST.get("signal", "").strip()[:200]
+    raw_input = request.POST.get("input", "").strip()
+    problem = ""
+    arg: Any = None
+    if action not in ActionLog.Action.values:
+        problem = "Choose cancel, terminate or signal."
+    elif action == ActionLog.Action.TERMINATE and not reason:
+        problem = "Terminating needs a reason: it is written to the workflow's history and the audit log."
+    elif action == ActionLog.Action.SIGNAL:
+        if not signal:
+            problem = "Name the signal to send."
+        elif raw_input:
+            try:
+                arg = json.loads(raw_input)
+            except json.JSONDecodeError as exc:
+                problem = f"The signal input is not valid JSON: {exc}"
+    back = reverse("monitoring:execution", args=[workflow_id, run_id])
+    if problem:
+        messages.error(request, problem)
+        return redirect(back)
+    if request.POST.get("confirm") != "yes":
+        form = {"action": action, "reason": reason, "signal": signal, "input": raw_input}
+        return render(request, "monitoring/confirm.html", {"workflow_id": workflow_id, "run_id": run_id, **form})
+    result = services.act_on_workflow(
+        user=request.user,  # type: ignore[arg-type]  # operators_only: never anonymous
+        action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal, arg=arg,
+    )  # fmt: skip
+    messages.add_message(request, messages.SUCCESS if result.ok else messages.ERROR, result.message)
+    return redirect(back)
+
+
+@operators_only
+@require_GET
+def retries(request: HttpRequest) -> HttpResponse:
+    groups = services.retrying_activities()
+    context = {"groups": groups, **_snapshot_context()}
+    return _respond(
+        request, "monitoring/retries.html", context, {"groups": groups, "snapshot": _snapshot_json(context)}
+    )
+
+
+@operators_only
+@require_GET
+def stuck(request: HttpRequest) -> HttpResponse:
+    minutes = settings.MONITORING_STUCK_MINUTES
+    try:
+        minutes = max(int(request.GET.get("minutes", minutes)), 1)
+    except ValueError:
+        pass
+    rows = services.stuck_executions(threshold=timedelta(minutes=minutes))
+    failing, down = services.failing_workflow_tasks()
+    context = {"rows": rows, "minutes": minutes, "failing": failing, "down": down, **_snapshot_context()}
+    data = {
+        "threshold_minutes": minutes, "executions": [_row_json(r) for r in rows], "failing_workflow_tasks": failing,
+        "temporal_error": down, "snapshot": _snapshot_json(context),
+    }  # fmt: skip
+    return _respond(request, "monitoring/stuck.html", context, data)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Headline figures in the Prometheus text format, for a bearer token or an allowed address."""
+    token = settings.MONITORING_METRICS_TOKEN
+    sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    by_token = bool(token) and hmac.compare_digest(sent.encode(), token.encode())
+    by_address = request.META.get("REMOTE_ADDR", "") in settings.MONITORING_METRICS_ALLOWED_IPS
+    if not (by_token or by_address):
+        return HttpResponse("forbidden\n", status=403, content_type="text/plain")
+    now = timezone.now()
+    rows = services.type_health(start=now - timedelta(hours=1), end=now)
+    state = SnapshotState.current()
+    lines = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
+        for labels, value in samples:
+            text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+            lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+
+    metric("tollgate_workflows_running", "gauge", "Running workflows per type (snapshot).",
+           [({"workflow_type": r.workflow_type}, r.running) for r in rows])  # fmt: skip
+    samples = [({"workflow_type": r.workflow_type, "status": s}, getattr(r, s)) for r in rows for s in services.CLOSED]
+    metric("tollgate_workflows_closed_last_hour", "gauge", "Workflows closed in the last hour by status.", samples)
+    rates = [({"workflow_type": r.workflow_type}, r.failure_rate) for r in rows if r.failure_rate is not None]
+    metric("tollgate_workflow_failure_rate_last_hour", "gauge", "(failed + timed out) / closed, last hour.", rates)
+    metric("tollgate_workflow_duration_p95_seconds", "gauge", "p95 duration of completed runs, last hour.",
+           [({"workflow_type": r.workflow_type}, r.p95) for r in rows if r.p95 is not None])  # fmt: skip
+    age = state.age(now)
+    metric("tollgate_monitoring_snapshot_age_seconds", "gauge", "Seconds since the snapshot was refreshed.",
+           [({}, age.total_seconds())] if age is not None else [])  # fmt: skip
+    return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@operators_only
+@require_GET
+def pending(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    queues, queue_error = services.live_task_queues()
+    context = {
+        "running": services.running_by_age(now=now), "age_buckets": [name for name, _ in services.AGE_BUCKETS],
+        "approvals": services.approval_figures(start=now - timedelta(days=7), now=now), "queues": queues,
+        "down": queue_error, **_snapshot_context(),
+    }  # fmt: skip
+    data = {key: context[key] for key in ("running", "age_buckets", "approvals", "queues")}
+    data.update({"temporal_error": queue_error, "snapshot": _snapshot_json(context)})
+    return _respond(request, "monitoring/pending.html", context, data)
+
+
+@operators_only
+@require_GET
+def trends(request: HttpRequest) -> HttpResponse:
+    window, start, end = _window(request)
+    figures = services.trends(start=start, end=end)
+    context = {
+        "window": window, "windows": list(services.WINDOWS), "start": start, "end": end,
+        "chart": charts.throughput_chart(figures["series"]),
+        "histograms": {name: charts.histogram(counts) for name, counts in figures["durations"].items()},
+        **_snapshot_context(),
+    }  # fmt: skip
+    data = {"window": {"name": window, "start": start, "end": end}, **figures, "snapshot": _snapshot_json(context)}
+    return _respond(request, "monitoring/trends.html", context, data)

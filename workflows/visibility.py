@@ -1,0 +1,521 @@
+"""The monitoring half of ``client.py``: visibility, describes, histories, actions.
+
+Like ``client.py`` (whose connection cache and error mapping it reuses), it is
+the only place monitoring talks to Temporal, and it hands back plain
+dataclasses and dicts, never protobufs, so templates and JSON stay simple.
+Every function makes a fixed number of RPCs, whatever the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payloads, WorkflowExecution
+from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflow.v1 import WorkflowExecutionInfo
+from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
+    GetWorkflowExecutionHistoryRequest,
+    GetWorkflowExecutionHistoryReverseRequest,
+    ListWorkflowExecutionsRequest,
+)
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecution as ListedExecution
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.client import RPC_TIMEOUT, TemporalError, _call
+
+HISTORY_LIMIT = 250
+DESCRIBE_CONCURRENCY = 10
+
+
+class BadQuery(TemporalError):
+    """The server refused a visibility query; the message is the server's."""
+
+
+class NotFound(TemporalError):
+    """No such workflow run."""
+
+
+@dataclass(frozen=True)
+class ExecutionInfo:
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: str  # running, completed, failed, canceled, terminated, continued_as_new, timed_out
+    task_queue: str
+    start_time: datetime
+    close_time: datetime | None
+    history_length: int
+    parent_id: str = ""
+
+    @property
+    def duration(self) -> float | None:
+        if self.close_time is None:
+            return None
+        return max((self.close_time - self.start_time).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True)
+class Described:
+    info: ExecutionInfo
+    pending_activities: list[dict[str, Any]]
+    pending_children: list[dict[str, str]] = field(default_factory=list)
+    workflow_task_attempt: int = 0
+
+
+@dataclass
+class Changes:
+    """What one snapshot refresh read from Temporal."""
+
+    closed: list[ExecutionInfo] = field(default_factory=list)
+    running: list[ExecutionInfo] = field(default_factory=list)
+    described: list[Described] = field(default_factory=list)
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    truncated: bool = False
+
+
+def status_slug(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower() if status is not None else "unknown"
+
+
+def visibility_time(moment: datetime) -> str:
+    """A timestamp as visibility queries want it (RFC 3339, UTC)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _time(message: Message, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    return getattr(message, name).ToDatetime(tzinfo=UTC)
+
+
+def _info(listed: ListedExecution) -> ExecutionInfo:
+    return ExecutionInfo(
+        workflow_id=listed.id,
+        run_id=listed.run_id,
+        workflow_type=listed.workflow_type,
+        status=status_slug(listed.status),
+        task_queue=listed.task_queue,
+        start_time=listed.start_time,
+        close_time=listed.close_time,
+        history_length=listed.history_length,
+        parent_id=listed.parent_id or "",
+    )
+
+
+def _raise_for(exc: RPCError) -> None:
+    if exc.status == RPCStatusCode.INVALID_ARGUMENT:
+        raise BadQuery(exc.message) from None
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        raise NotFound(exc.message) from None
+
+
+# ---- the web's reads -------------------------------------------------------------------
+
+
+async def count_by_status() -> dict[str, int]:
+    """Exact counts per status for the namespace: one COUNT ... GROUP BY ExecutionStatus."""
+
+    async def count(client: Client) -> dict[str, int]:
+        result = await client.count_workflows("GROUP BY ExecutionStatus", rpc_timeout=RPC_TIMEOUT)
+        counts: dict[str, int] = {}
+        for group in result.groups:
+            name = str(group.group_values[0]) if group.group_values else "unknown"
+            counts[_status_from_visibility(name)] = group.count
+        return counts
+
+    return await _call(count)
+
+
+def _status_from_visibility(name: str) -> str:
+    # Visibility spells them "Running", "Completed", "ContinuedAsNew", "TimedOut".
+    return {"ContinuedAsNew": "continued_as_new", "TimedOut": "timed_out", "Canceled": "canceled"}.get(
+        name, name.lower()
+    )
+
+
+async def count(*, query: str) -> int:
+    async def run(client: Client) -> int:
+        try:
+            return (await client.count_workflows(query, rpc_timeout=RPC_TIMEOUT)).count
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+
+    return await _call(run)
+
+
+async def list_page(*, query: str, page_size: int, token: bytes | None) -> tuple[list[ExecutionInfo], bytes | None]:
+    """One page of the executions list (one RPC). Read straight from the protobuf: the SDK's
+    conversion also decodes memos and search attributes, which took longer than the call itself."""
+
+    async def page(client: Client) -> tuple[list[ExecutionInfo], bytes | None]:
+        try:
+            response = await client.workflow_service.list_workflow_executions(
+                ListWorkflowExecutionsRequest(
+                    namespace=client.namespace, page_size=page_size, next_page_token=token or b"", query=query
+                ),
+                timeout=RPC_TIMEOUT,
+            )
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+        return [_raw_info(e) for e in response.executions], response.next_page_token or None
+
+    return await _call(page)
+
+
+def _raw_info(raw: WorkflowExecutionInfo) -> ExecutionInfo:
+    start = _time(raw, "start_time")
+    return ExecutionInfo(
+        workflow_id=raw.execution.workflow_id,
+        run_id=raw.execution.run_id,
+        workflow_type=raw.type.name,
+        status=status_slug(WorkflowExecutionStatus(raw.status)) if raw.status else "unknown",
+        task_queue=raw.task_queue,
+        start_time=start or datetime.min.replace(tzinfo=UTC),
+        close_time=_time(raw, "close_time"),
+        history_length=raw.history_length,
+        parent_id=raw.parent_execution.workflow_id if raw.HasField("parent_execution") else "",
+    )
+
+
+async def list_page_and_count(
+    *, query: str, page_size: int, token: bytes | None
+) -> tuple[list[ExecutionInfo], bytes | None, int]:
+    """A page and the exact total, the two RPCs side by side."""
+    page, total = await asyncio.gather(list_page(query=query, page_size=page_size, token=token), count(query=query))
+    return page[0], page[1], total
+
+
+async def describe_execution(*, workflow_id: str, run_id: str) -> dict[str, Any]:
+    """Describe plus the first page of history: status, input, result, failure, events, children."""
+
+    async def describe(client: Client) -> dict[str, Any]:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
+        try:
+            description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+            history = await client.workflow_service.get_workflow_execution_history(
+                GetWorkflowExecutionHistoryRequest(
+                    namespace=client.namespace,
+                    execution=WorkflowExecution(workflow_id=workflow_id, run_id=description.run_id),
+                    maximum_page_size=HISTORY_LIMIT,
+                ),
+                timeout=RPC_TIMEOUT,
+            )
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+        raw = description.raw_description
+        events = list(history.history.events)[:HISTORY_LIMIT]
+        return {
+            "info": _info(description),
+            "pending_activities": [_pending_activity(p) for p in raw.pending_activities],
+            "children": _children(events, raw.pending_children),
+            "events": [_event(e) for e in events],
+            "events_truncated": bool(history.next_page_token),
+            "input": await _decode(client, _input_payloads(events)),
+            "result": await _decode(client, _result_payloads(events)),
+            "failure": _close_failure(events[-1]) if events else "",
+            "memo_fields": sorted(raw.workflow_execution_info.memo.fields.keys()),
+        }
+
+    return await _call(describe)
+
+
+async def reported_problems(*, limit: int) -> list[ExecutionInfo]:
+    """Running runs the server flags with ``TemporalReportedProblems`` (repeated workflow-task failures)."""
+    rows, _ = await list_page(
+        query='TemporalReportedProblems IS NOT NULL AND ExecutionStatus = "Running"', page_size=limit, token=None
+    )
+    return rows
+
+
+async def task_queue_stats(*, names: Iterable[str]) -> list[dict[str, Any]]:
+    """Backlog and pollers per task queue (DescribeTaskQueue with report_stats): one RPC per queue."""
+
+    async def describe(client: Client) -> list[dict[str, Any]]:
+        rows = []
+        for name in names:
+            response = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=name),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                    report_stats=True,
+                ),
+                timeout=RPC_TIMEOUT,
+            )
+            stats = response.stats
+            rows.append(
+                {
+                    "task_queue": name,
+                    "backlog": stats.approximate_backlog_count,
+                    "backlog_age_seconds": stats.approximate_backlog_age.ToTimedelta().total_seconds(),
+                    "pollers": len(response.pollers),
+                }
+            )
+        return rows
+
+    return await _call(describe)
+
+
+# ---- actions ---------------------------------------------------------------------------
+
+
+async def cancel_workflow(*, workflow_id: str, run_id: str) -> None:
+    async def cancel(client: Client) -> None:
+        try:
+            await client.get_workflow_handle(workflow_id, run_id=run_id or None).cancel(rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+
+    await _call(cancel)
+
+
+async def terminate_workflow(*, workflow_id: str, run_id: str, reason: str) -> None:
+    async def terminate(client: Client) -> None:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
+        try:
+            await handle.terminate(reason=reason, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+
+    await _call(terminate)
+
+
+async def signal_workflow(*, workflow_id: str, run_id: str, name: str, arg: Any) -> None:
+    async def signal(client: Client) -> None:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
+        try:
+            if arg is None:
+                await handle.signal(name, rpc_timeout=RPC_TIMEOUT)
+            else:
+                await handle.signal(name, arg, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+
+    await _call(signal)
+
+
+# ---- the snapshot refresh ---------------------------------------------------------------
+
+
+async def read_changes(
+    *,
+    closed_query: str,
+    max_closed: int,
+    running_limit: int,
+    describe_limit: int,
+    described_at: dict[tuple[str, str], datetime],
+) -> Changes:
+    """Everything one refresh needs, in a bounded number of RPCs.
+
+    Closed runs since the watermark (all pages up to ``max_closed``), running
+    runs (up to ``running_limit``), describes of the ``describe_limit`` running
+    runs least recently described, and the close event of the newest failure
+    per workflow type in this batch.
+    """
+
+    async def read(client: Client) -> Changes:
+        changes = Changes()
+        async for listed in client.list_workflows(closed_query, page_size=1000, rpc_timeout=RPC_TIMEOUT):
+            if len(changes.closed) >= max_closed:
+                changes.truncated = True
+                break
+            changes.closed.append(_info(listed))
+        running_query = 'ExecutionStatus = "Running"'
+        async for listed in client.list_workflows(
+            running_query, limit=running_limit, page_size=min(running_limit, 1000), rpc_timeout=RPC_TIMEOUT
+        ):
+            changes.running.append(_info(listed))
+        never = datetime.min.replace(tzinfo=UTC)
+        targets = sorted(
+            changes.running, key=lambda i: (described_at.get((i.workflow_id, i.run_id), never), i.start_time)
+        )[:describe_limit]
+        for info in targets:
+            try:
+                description = await client.get_workflow_handle(info.workflow_id, run_id=info.run_id).describe(
+                    rpc_timeout=RPC_TIMEOUT
+                )
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    continue  # deleted by retention between list and describe
+                raise
+            raw = description.raw_description
+            changes.described.append(
+                Described(
+                    info=_info(description),
+                    pending_activities=[_pending_activity(p) for p in raw.pending_activities],
+                    workflow_task_attempt=raw.pending_workflow_task.attempt
+                    if raw.HasField("pending_workflow_task")
+                    else 0,
+                )
+            )
+        newest: dict[str, ExecutionInfo] = {}
+        for info in changes.closed:
+            if info.status in ("failed", "timed_out") and info.close_time is not None:
+                seen = newest.get(info.workflow_type)
+                if seen is None or (seen.close_time and info.close_time > seen.close_time):
+                    newest[info.workflow_type] = info
+        for info in list(newest.values())[:50]:
+            changes.failures[(info.workflow_id, info.run_id)] = await _last_event_failure(client, info)
+        return changes
+
+    return await _call(read)
+
+
+async def _last_event_failure(client: Client, info: ExecutionInfo) -> str:
+    try:
+        response = await client.workflow_service.get_workflow_execution_history_reverse(
+            GetWorkflowExecutionHistoryReverseRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=info.workflow_id, run_id=info.run_id),
+                maximum_page_size=1,
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return ""
+        raise
+    events = list(response.history.events)
+    return _close_failure(events[0]) if events else ""
+
+
+# ---- protobuf to plain data ------------------------------------------------------------
+
+
+def _pending_activity(p: Any) -> dict[str, Any]:
+    def iso(name: str) -> str | None:
+        moment = _time(p, name)
+        return moment.isoformat() if moment else None
+
+    return {
+        "activity_id": p.activity_id,
+        "activity_type": p.activity_type.name,
+        "state": _enum_name(p.state, "PENDING_ACTIVITY_STATE_"),
+        "attempt": p.attempt,
+        "maximum_attempts": p.maximum_attempts,
+        "last_failure": _failure_text(p.last_failure) if p.HasField("last_failure") else "",
+        "next_attempt_at": iso("next_attempt_schedule_time"),
+        "last_started_at": iso("last_started_time"),
+        "last_heartbeat_at": iso("last_heartbeat_time"),
+        "scheduled_at": iso("scheduled_time"),
+    }
+
+
+def _enum_name(value: int, prefix: str) -> str:
+    from temporalio.api.enums.v1 import PendingActivityState
+
+    try:
+        name = PendingActivityState.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        return str(value)
+    return name.removeprefix(prefix).lower()
+
+
+def _failure_text(failure: Any) -> str:
+    parts = [failure.message]
+    cause = failure.cause if failure.HasField("cause") else None
+    while cause is not None and len(parts) < 4:
+        parts.append(cause.message)
+        cause = cause.cause if cause.HasField("cause") else None
+    return ": ".join(p for p in parts if p)
+
+
+def _close_failure(event: HistoryEvent) -> str:
+    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        return _failure_text(event.workflow_execution_failed_event_attributes.failure)
+    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+        return "Workflow execution timed out"
+    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        return f"Terminated: {event.workflow_execution_terminated_event_attributes.reason}"
+    return ""
+
+
+def event_label(event_type: int) -> str:
+    name = EventType.Name(event_type).removeprefix("EVENT_TYPE_")  # type: ignore[arg-type]
+    return name.replace("_", " ").capitalize()
+
+
+def _event(event: HistoryEvent) -> dict[str, Any]:
+    attributes_name = event.WhichOneof("attributes")
+    attributes = getattr(event, attributes_name) if attributes_name else None
+    detail = ""
+    if attributes is not None:
+        for name in ("activity_type", "workflow_type"):
+            if attributes.DESCRIPTOR.fields_by_name.get(name) and attributes.HasField(name):
+                detail = getattr(attributes, name).name
+        if attributes.DESCRIPTOR.fields_by_name.get("signal_name"):
+            detail = attributes.signal_name
+        if attributes.DESCRIPTOR.fields_by_name.get("start_to_fire_timeout"):
+            detail = f"{attributes.start_to_fire_timeout.ToTimedelta().total_seconds():g}s"
+        if attributes.DESCRIPTOR.fields_by_name.get("failure") and attributes.HasField("failure"):
+            detail = _failure_text(attributes.failure)
+        if attributes.DESCRIPTOR.fields_by_name.get("reason") and getattr(attributes, "reason", ""):
+            detail = attributes.reason
+    return {
+        "id": event.event_id,
+        "time": event.event_time.ToDatetime(tzinfo=UTC),
+        "type": event_label(event.event_type),
+        "detail": detail,
+    }
+
+
+def _children(events: list[HistoryEvent], pending: Iterable[Any]) -> list[dict[str, str]]:
+    children: dict[str, dict[str, str]] = {}
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            attrs = event.child_workflow_execution_started_event_attributes
+            children[attrs.workflow_execution.workflow_id] = {
+                "workflow_id": attrs.workflow_execution.workflow_id,
+                "run_id": attrs.workflow_execution.run_id,
+                "workflow_type": attrs.workflow_type.name,
+            }
+    for child in pending:
+        children.setdefault(
+            child.workflow_id,
+            {"workflow_id": child.workflow_id, "run_id": child.run_id, "workflow_type": child.workflow_type_name},
+        )
+    return list(children.values())
+
+
+def _input_payloads(events: list[HistoryEvent]) -> Payloads | None:
+    if events and events[0].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        return events[0].workflow_execution_started_event_attributes.input
+    return None
+
+
+def _result_payloads(events: list[HistoryEvent]) -> Payloads | None:
+    if events and events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+        return events[-1].workflow_execution_completed_event_attributes.result
+    return None
+
+
+async def _decode(client: Client, payloads: Payloads | None) -> str | None:
+    """Payloads as indented JSON text (or a note when a codec makes them unreadable here)."""
+    if payloads is None or not payloads.payloads:
+        return None
+    try:
+        values = await client.data_converter.decode(list(payloads.payloads))
+    except Exception as exc:  # any converter or codec problem: say so, don't fail the page
+        return f"(cannot decode: {exc})"
+    value: Any = values[0] if len(values) == 1 else values
+    return json.dumps(value, indent=2, default=str, ensure_ascii=False)
+
+
+def since(moment: datetime, *, now: datetime | None = None) -> timedelta:
+    return (now or datetime.now(UTC)) - moment
