@@ -7,7 +7,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from approvals.live import OPERATORS, user_group
+from approvals.live import MONITORING, OPERATORS, user_group
+from monitoring.access import can_monitor
 
 
 class LiveConsumer(AsyncJsonWebsocketConsumer):
@@ -19,6 +20,8 @@ class LiveConsumer(AsyncJsonWebsocketConsumer):
         self.joined = [user_group(user.pk)]
         if await sync_to_async(user.has_perm)("approvals.view_approvaltask"):
             self.joined.append(OPERATORS)  # operators see every task
+        if await sync_to_async(can_monitor)(user):
+            self.joined.append(MONITORING)
         for group in self.joined:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()

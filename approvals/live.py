@@ -23,6 +23,7 @@ from approvals.models import ApprovalTask
 
 log = logging.getLogger(__name__)
 OPERATORS = "operators"
+MONITORING = "monitoring"
 
 
 def user_group(user_id: int) -> str:
@@ -45,6 +46,22 @@ def task_changed(task: ApprovalTask, kind: str) -> None:
     recipients = audience(task)
     frame = {"type": "live.event", "event": "task", "task": task.pk, "kind": kind}
     transaction.on_commit(lambda: send(recipients, frame))
+
+
+def monitoring_changed() -> None:
+    """The monitoring snapshot moved: open dashboards re-fetch (one request per page, not per row)."""
+    frame = {"type": "live.event", "event": "monitoring", "kind": "snapshot"}
+    transaction.on_commit(lambda: _send_group(MONITORING, frame))
+
+
+def _send_group(group: str, frame: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, frame)
+    except Exception:  # as in send(): a live page never fails the write behind it
+        log.warning("could not send a live event to %s", group, exc_info=True)
 
 
 def send(user_ids: list[int], frame: dict[str, Any]) -> None:

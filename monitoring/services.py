@@ -16,6 +16,7 @@ from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from approvals import live
 from approvals.models import ApprovalTask, TaskAssignment
 from monitoring.models import ActionLog, Execution, SnapshotState
 from workflows import client as temporal
@@ -82,6 +83,7 @@ def refresh_snapshot() -> RefreshResult:
             last_running_read=len(changes.running),
             truncated=changes.truncated,
         )
+    live.monitoring_changed()
     if changes.truncated:
         log.warning("monitoring refresh read its limit of %d closed runs", settings.MONITORING_MAX_CLOSED_PER_REFRESH)
     return RefreshResult(

@@ -59,6 +59,16 @@ async def test_only_people_who_may_see_a_task_hear_of_it(memory_layer: Any, cast
         await communicator.disconnect()
 
 
+async def test_dashboards_hear_when_the_monitoring_snapshot_moves(memory_layer: Any, cast: dict[str, Any]) -> None:
+    oscar, _ = await listen(cast["oscar"])  # an operator
+    bob, _ = await listen(cast["bob"])
+    await sync_to_async(live.monitoring_changed)()
+    assert await oscar.receive_json_from(timeout=2) == {"event": "monitoring", "kind": "snapshot"}
+    assert await bob.receive_nothing(timeout=0.3)
+    await oscar.disconnect()
+    await bob.disconnect()
+
+
 async def test_the_websocket_refuses_other_origins_and_knows_the_session(
     memory_layer: Any, cast: dict[str, Any]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -71,6 +72,43 @@ def test_a_task_decided_by_carol_leaves_bobs_pages_within_a_second(
     finally:
         web_a.stop()
         web_b.stop()
+
+
+def test_the_monitoring_overview_follows_the_snapshot_without_a_reload(
+    browser: Any, cast: dict[str, Any], redis_layer: str, redis_url: str, temporal_settings: Any
+) -> None:
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from approvals import live
+    from approvals.demo import DEMO_PASSWORD
+    from monitoring.models import Execution
+
+    oscar: User = cast["oscar"]
+    oscar.set_password(DEMO_PASSWORD)
+    oscar.save(update_fields=["password"])
+    web = AsgiServer(temporal_settings, redis_url, redis_layer)
+    try:
+        page = browser.new_context().new_page()
+        log_in(page, web.url, "oscar")
+        page.goto(f"{web.url}/monitoring/")
+        page.locator('#live[data-state="up"]').wait_for(timeout=10_000)
+        assert page.get_by_text("InvoiceWorkflow").count() == 0
+        marker = page.evaluate("() => { window.notReloaded = true; return true; }")
+        now = timezone.now()
+        Execution.objects.create(workflow_id="inv-1", run_id="r1", workflow_type="InvoiceWorkflow", status="failed",
+                                 start_time=now - timedelta(minutes=3), close_time=now, duration=180.0,
+                                 failure_message="card declined")  # fmt: skip
+        # What refresh_snapshot does after it commits, from a thread as in the worker
+        # (this thread runs Playwright's event loop).
+        sender = threading.Thread(target=live.monitoring_changed)
+        sender.start()
+        sender.join()
+        page.get_by_role("link", name="InvoiceWorkflow").wait_for(timeout=2_000)
+        assert marker and page.evaluate("() => window.notReloaded === true")
+        assert "card declined" in page.locator("#health").inner_text()
+    finally:
+        web.stop()
 
 
 def test_the_live_indicator_says_when_the_connection_is_down_and_pages_still_refresh(
