@@ -168,10 +168,12 @@ class Command(BaseCommand):
         self.children.append((label, proc))
         threading.Thread(target=self.pump, args=(label, proc.stdout), daemon=True).start()
 
-    @staticmethod
-    def pump(label: str, stream: IO[str] | None) -> None:
+    def pump(self, label: str, stream: IO[str] | None) -> None:
         assert stream is not None
         for line in stream:
+            # The dev server's internal pollers complain while it shuts down; that is expected.
+            if self.stopping and label == "temporal" and "level=WARN" in line:
+                continue
             say(label, line)
 
     def banner(self, ui_url: str) -> None:
