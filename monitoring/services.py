@@ -240,6 +240,18 @@ def type_health(*, start: datetime, end: datetime) -> list[TypeHealth]:
     return rows
 
 
+def cached_type_health(*, start: datetime, end: datetime, snapshot_at: datetime | None) -> list[TypeHealth]:
+    """``type_health``, computed once per snapshot and window: the rows only change when the snapshot does."""
+    if snapshot_at is None:
+        return type_health(start=start, end=end)
+    key = f"monitoring:health:{snapshot_at.timestamp()}:{start.timestamp()}:{end.timestamp()}"
+    rows = cache.get(key)
+    if rows is None:
+        rows = type_health(start=start, end=end)
+        cache.set(key, rows, settings.MONITORING_REFRESH_SECONDS * 2)
+    return rows
+
+
 def _window(start: datetime, end: datetime) -> dict[str, TypeHealth]:
     closed = Execution.objects.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
     rows: dict[str, TypeHealth] = {}
