@@ -101,7 +101,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         "types": [row.as_json() for row in rows],
         "snapshot": _snapshot_json(context),
     }
-    return _respond(request, "monitoring/overview.html", context, data)
+    template = "monitoring/overview.html#health" if getattr(request, "htmx", False) else "monitoring/overview.html"
+    return _respond(request, template, context, data)
 
 
 def _build_query(request: HttpRequest) -> str:

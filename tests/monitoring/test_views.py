@@ -140,6 +140,26 @@ def test_with_temporal_down_every_page_renders_the_last_snapshot_and_says_so(
 
 
 @pytest.mark.django_db
+def test_the_overview_refreshes_its_figures_through_htmx(cast: dict[str, Any], temporal_down: Any) -> None:
+    snapshot_rows()
+    response = login(cast["oscar"]).get(reverse("monitoring:overview"), headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200 and html.lstrip().startswith('<div id="health-region"')
+    assert "<html" not in html and "PaymentWorkflow" in html and 'hx-trigger="every 15s"' in html
+
+
+@pytest.mark.django_db
+def test_the_audit_log_is_read_only_in_the_admin(cast: dict[str, Any]) -> None:
+    entry = ActionLog.objects.create(username="oscar", action="terminate", workflow_id="pay-9", reason="stuck", ok=True)
+    admin = login(cast["admin"])
+    listing = admin.get(reverse("admin:monitoring_actionlog_changelist")).content.decode()
+    assert "pay-9" in listing and "oscar" in listing
+    assert admin.get(reverse("admin:monitoring_actionlog_add")).status_code == 403
+    assert admin.post(reverse("admin:monitoring_actionlog_delete", args=[entry.pk]), {"post": "yes"}).status_code == 403
+    assert ActionLog.objects.filter(pk=entry.pk).exists()
+
+
+@pytest.mark.django_db
 def test_before_any_snapshot_the_overview_says_none_was_taken(cast: dict[str, Any], temporal_down: Any) -> None:
     html = login(cast["oscar"]).get(reverse("monitoring:overview")).content.decode()
     assert "none has been taken yet" in html or "not taken yet" in html
