@@ -365,6 +365,7 @@ def failing_workflow_tasks() -> tuple[list[dict[str, Any]], str]:
 class ActionResult:
     ok: bool
     message: str
+    new_run_id: str = ""
 
 
 def act_on_workflow(
@@ -379,6 +380,9 @@ def act_on_workflow(
         elif action == ActionLog.Action.TERMINATE:
             temporal.run(visibility.terminate_workflow, workflow_id=workflow_id, run_id=run_id, reason=reason)
             result = ActionResult(True, "Terminated.")
+        elif action == ActionLog.Action.RESET:
+            new_run = temporal.run(visibility.reset_workflow, workflow_id=workflow_id, run_id=run_id, reason=reason)
+            result = ActionResult(True, f"Reset to the first workflow task: new run {new_run}.", new_run)
         elif action == ActionLog.Action.SIGNAL:
             temporal.run(visibility.signal_workflow, workflow_id=workflow_id, run_id=run_id, name=signal, arg=arg)
             result = ActionResult(True, f"Signal {signal!r} sent.")
@@ -393,7 +397,11 @@ def act_on_workflow(
         workflow_id=workflow_id,
         run_id=run_id,
         reason=reason,
-        detail={"signal": signal, "input": arg} if action == ActionLog.Action.SIGNAL else {},
+        detail={"signal": signal, "input": arg}
+        if action == ActionLog.Action.SIGNAL
+        else {"new_run_id": result.new_run_id}
+        if result.new_run_id
+        else {},
         ok=result.ok,
         message=result.message,
     )

@@ -273,9 +273,10 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
     problem = ""
     arg: Any = None
     if action not in ActionLog.Action.values:
-        problem = "Choose cancel, terminate or signal."
-    elif action == ActionLog.Action.TERMINATE and not reason:
-        problem = "Terminating needs a reason: it is written to the workflow's history and the audit log."
+        problem = "Choose cancel, terminate, signal or reset."
+    elif action in (ActionLog.Action.TERMINATE, ActionLog.Action.RESET) and not reason:
+        verb = "Terminating" if action == ActionLog.Action.TERMINATE else "Resetting"
+        problem = f"{verb} needs a reason: it is written to the workflow's history and the audit log."
     elif action == ActionLog.Action.SIGNAL:
         if not signal:
             problem = "Name the signal to send."
@@ -296,6 +297,8 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
         action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal, arg=arg,
     )  # fmt: skip
     messages.add_message(request, messages.SUCCESS if result.ok else messages.ERROR, result.message)
+    if result.new_run_id:
+        return redirect("monitoring:execution", workflow_id, result.new_run_id)
     return redirect(back)
 
 

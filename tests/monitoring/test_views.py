@@ -253,12 +253,23 @@ def test_actions_are_confirmed_permission_checked_and_audited(
         ("oscar", "terminate", "stuck since Monday", True, {}),
     ]
     page = oscar.get(detail_url).content.decode()
-    assert "stuck since Monday" in page and 'id="actions"' not in page  # closed: nothing left to do
+    assert "stuck since Monday" in page and 'value="cancel"' not in page  # closed: only a reset is left
 
     # Signalling a closed run: Temporal refuses, the page says why, and that is audited too.
     response = oscar.post(act_url, {"action": "signal", "signal": "poke", "confirm": "yes"}, follow=True)
     assert "Temporal refused" in response.content.decode()
     assert ActionLog.objects.filter(action="signal", ok=False, username="oscar").exists()
+
+    # Reset (reason required) starts a new run from the first workflow task, and the page follows it.
+    response = oscar.post(act_url, {"action": "reset", "confirm": "yes"}, follow=True)
+    assert "Resetting needs a reason" in response.content.decode()
+    response = oscar.post(act_url, {"action": "reset", "reason": "fixed the bug", "confirm": "yes"})
+    entry = ActionLog.objects.get(action="reset")
+    new_run = entry.detail["new_run_id"]
+    assert (entry.username, entry.reason, entry.ok) == ("oscar", "fixed the bug", True) and new_run != run_id
+    assert response["Location"] == reverse("monitoring:execution", args=[workflow_id, new_run])
+    assert describe(address, workflow_id).run_id == new_run
+    assert describe(address, workflow_id).status == WorkflowExecutionStatus.RUNNING
 
 
 @pytest.mark.django_db
