@@ -88,6 +88,7 @@ class ActionLog(models.Model):
         CANCEL = "cancel", "Cancel"
         TERMINATE = "terminate", "Terminate"
         SIGNAL = "signal", "Signal"
+        RESET = "reset", "Reset"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -242,6 +242,18 @@ def type_health(*, start: datetime, end: datetime) -> list[TypeHealth]:
     return rows
 
 
+def cached_type_health(*, start: datetime, end: datetime, snapshot_at: datetime | None) -> list[TypeHealth]:
+    """``type_health``, computed once per snapshot and window: the rows only change when the snapshot does."""
+    if snapshot_at is None:
+        return type_health(start=start, end=end)
+    key = f"monitoring:health:{snapshot_at.timestamp()}:{start.timestamp()}:{end.timestamp()}"
+    rows = cache.get(key)
+    if rows is None:
+        rows = type_health(start=start, end=end)
+        cache.set(key, rows, settings.MONITORING_REFRESH_SECONDS * 2)
+    return rows
+
+
 def _window(start: datetime, end: datetime) -> dict[str, TypeHealth]:
     closed = Execution.objects.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
     rows: dict[str, TypeHealth] = {}
@@ -355,6 +367,7 @@ def failing_workflow_tasks() -> tuple[list[dict[str, Any]], str]:
 class ActionResult:
     ok: bool
     message: str
+    new_run_id: str = ""
 
 
 def act_on_workflow(
@@ -369,6 +382,9 @@ def act_on_workflow(
         elif action == ActionLog.Action.TERMINATE:
             temporal.run(visibility.terminate_workflow, workflow_id=workflow_id, run_id=run_id, reason=reason)
             result = ActionResult(True, "Terminated.")
+        elif action == ActionLog.Action.RESET:
+            new_run = temporal.run(visibility.reset_workflow, workflow_id=workflow_id, run_id=run_id, reason=reason)
+            result = ActionResult(True, f"Reset to the first workflow task: new run {new_run}.", new_run)
         elif action == ActionLog.Action.SIGNAL:
             temporal.run(visibility.signal_workflow, workflow_id=workflow_id, run_id=run_id, name=signal, arg=arg)
             result = ActionResult(True, f"Signal {signal!r} sent.")
@@ -383,7 +399,11 @@ def act_on_workflow(
         workflow_id=workflow_id,
         run_id=run_id,
         reason=reason,
-        detail={"signal": signal, "input": arg} if action == ActionLog.Action.SIGNAL else {},
+        detail={"signal": signal, "input": arg}
+        if action == ActionLog.Action.SIGNAL
+        else {"new_run_id": result.new_run_id}
+        if result.new_run_id
+        else {},
         ok=result.ok,
         message=result.message,
     )

@@ -48,8 +48,8 @@ def _respond(
     return render(request, template, context, status=status)
 
 
-def _snapshot_context() -> dict[str, Any]:
-    state = SnapshotState.current()
+def _snapshot_context(state: SnapshotState | None = None) -> dict[str, Any]:
+    state = state or SnapshotState.current()
     age = state.age()
     return {"snapshot": state, "snapshot_age": age.total_seconds() if age is not None else None}
 
@@ -64,8 +64,9 @@ def _snapshot_json(context: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _window(request: HttpRequest) -> tuple[str, datetime, datetime]:
-    now = timezone.now()
+def _window(request: HttpRequest, state: SnapshotState) -> tuple[str, datetime, datetime]:
+    """The chosen window; the preset ones end when the snapshot was taken, as its figures do."""
+    now = state.refreshed_at or timezone.now()
     name = request.GET.get("window", "24h")
     if name == "custom":
         start = parse_datetime(request.GET.get("start", "") or "")
@@ -84,12 +85,13 @@ def _window(request: HttpRequest) -> tuple[str, datetime, datetime]:
 @operators_only
 @require_GET
 def overview(request: HttpRequest) -> HttpResponse:
-    window, start, end = _window(request)
+    state = SnapshotState.current()
+    window, start, end = _window(request, state)
     live = services.live_status_counts()
-    rows = services.type_health(start=start, end=end)
+    rows = services.cached_type_health(start=start, end=end, snapshot_at=state.refreshed_at)
     context = {
         "window": window, "start": start, "end": end, "live": live, "rows": rows,
-        "windows": list(services.WINDOWS), **_snapshot_context(),
+        "windows": list(services.WINDOWS), **_snapshot_context(state),
     }  # fmt: skip
     data = {
         "window": {"name": window, "start": start, "end": end},
@@ -99,7 +101,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         "types": [row.as_json() for row in rows],
         "snapshot": _snapshot_json(context),
     }
-    return _respond(request, "monitoring/overview.html", context, data)
+    template = "monitoring/overview.html#health" if getattr(request, "htmx", False) else "monitoring/overview.html"
+    return _respond(request, template, context, data)
 
 
 def _build_query(request: HttpRequest) -> str:
@@ -270,9 +273,10 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
     problem = ""
     arg: Any = None
     if action not in ActionLog.Action.values:
-        problem = "Choose cancel, terminate or signal."
-    elif action == ActionLog.Action.TERMINATE and not reason:
-        problem = "Terminating needs a reason: it is written to the workflow's history and the audit log."
+        problem = "Choose cancel, terminate, signal or reset."
+    elif action in (ActionLog.Action.TERMINATE, ActionLog.Action.RESET) and not reason:
+        verb = "Terminating" if action == ActionLog.Action.TERMINATE else "Resetting"
+        problem = f"{verb} needs a reason: it is written to the workflow's history and the audit log."
     elif action == ActionLog.Action.SIGNAL:
         if not signal:
             problem = "Name the signal to send."
@@ -293,6 +297,8 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
         action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal, arg=arg,
     )  # fmt: skip
     messages.add_message(request, messages.SUCCESS if result.ok else messages.ERROR, result.message)
+    if result.new_run_id:
+        return redirect("monitoring:execution", workflow_id, result.new_run_id)
     return redirect(back)
 
 
@@ -380,13 +386,14 @@ def pending(request: HttpRequest) -> HttpResponse:
 @operators_only
 @require_GET
 def trends(request: HttpRequest) -> HttpResponse:
-    window, start, end = _window(request)
+    state = SnapshotState.current()
+    window, start, end = _window(request, state)
     figures = services.trends(start=start, end=end)
     context = {
         "window": window, "windows": list(services.WINDOWS), "start": start, "end": end,
         "chart": charts.throughput_chart(figures["series"]),
         "histograms": {name: charts.histogram(counts) for name, counts in figures["durations"].items()},
-        **_snapshot_context(),
+        **_snapshot_context(state),
     }  # fmt: skip
     data = {"window": {"name": window, "start": start, "end": end}, **figures, "snapshot": _snapshot_json(context)}
     return _respond(request, "monitoring/trends.html", context, data)

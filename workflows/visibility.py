@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from temporalio.api.workflowservice.v1 import (
     GetWorkflowExecutionHistoryRequest,
     GetWorkflowExecutionHistoryReverseRequest,
     ListWorkflowExecutionsRequest,
+    ResetWorkflowExecutionRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.client import WorkflowExecution as ListedExecution
@@ -43,6 +45,10 @@ class BadQuery(TemporalError):
 
 class NotFound(TemporalError):
     """No such workflow run."""
+
+
+class NotResettable(TemporalError):
+    """The run has no point it could safely be reset to."""
 
 
 @dataclass(frozen=True)
@@ -308,6 +314,42 @@ async def signal_workflow(*, workflow_id: str, run_id: str, name: str, arg: Any)
             raise
 
     await _call(signal)
+
+
+async def reset_workflow(*, workflow_id: str, run_id: str, reason: str) -> str:
+    """Reset to the run's first completed workflow task, the one reset point that is always safe to
+    choose blindly: nothing the workflow decided after its first step survives, signals are re-applied.
+    Returns the new run's id."""
+
+    async def reset(client: Client) -> str:
+        execution = WorkflowExecution(workflow_id=workflow_id, run_id=run_id)
+        try:
+            history = await client.workflow_service.get_workflow_execution_history(
+                GetWorkflowExecutionHistoryRequest(
+                    namespace=client.namespace, execution=execution, maximum_page_size=50
+                ),
+                timeout=RPC_TIMEOUT,
+            )
+            point = next(
+                (e.event_id for e in history.history.events
+                 if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
+                None,
+            )  # fmt: skip
+            if point is None:
+                raise NotResettable("the run has no completed workflow task to reset to")
+            response = await client.workflow_service.reset_workflow_execution(
+                ResetWorkflowExecutionRequest(
+                    namespace=client.namespace, workflow_execution=execution, reason=reason,
+                    workflow_task_finish_event_id=point, request_id=str(uuid.uuid4()),
+                ),
+                timeout=RPC_TIMEOUT,
+            )  # fmt: skip
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+        return response.run_id
+
+    return await _call(reset)
 
 
 # ---- the snapshot refresh ---------------------------------------------------------------

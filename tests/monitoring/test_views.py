@@ -140,6 +140,26 @@ def test_with_temporal_down_every_page_renders_the_last_snapshot_and_says_so(
 
 
 @pytest.mark.django_db
+def test_the_overview_refreshes_its_figures_through_htmx(cast: dict[str, Any], temporal_down: Any) -> None:
+    snapshot_rows()
+    response = login(cast["oscar"]).get(reverse("monitoring:overview"), headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200 and html.lstrip().startswith('<div id="health-region"')
+    assert "<html" not in html and "PaymentWorkflow" in html and "tollgate:changed[detail.event=='monitoring']" in html
+
+
+@pytest.mark.django_db
+def test_the_audit_log_is_read_only_in_the_admin(cast: dict[str, Any]) -> None:
+    entry = ActionLog.objects.create(username="oscar", action="terminate", workflow_id="pay-9", reason="stuck", ok=True)
+    admin = login(cast["admin"])
+    listing = admin.get(reverse("admin:monitoring_actionlog_changelist")).content.decode()
+    assert "pay-9" in listing and "oscar" in listing
+    assert admin.get(reverse("admin:monitoring_actionlog_add")).status_code == 403
+    assert admin.post(reverse("admin:monitoring_actionlog_delete", args=[entry.pk]), {"post": "yes"}).status_code == 403
+    assert ActionLog.objects.filter(pk=entry.pk).exists()
+
+
+@pytest.mark.django_db
 def test_before_any_snapshot_the_overview_says_none_was_taken(cast: dict[str, Any], temporal_down: Any) -> None:
     html = login(cast["oscar"]).get(reverse("monitoring:overview")).content.decode()
     assert "none has been taken yet" in html or "not taken yet" in html
@@ -233,12 +253,23 @@ def test_actions_are_confirmed_permission_checked_and_audited(
         ("oscar", "terminate", "stuck since Monday", True, {}),
     ]
     page = oscar.get(detail_url).content.decode()
-    assert "stuck since Monday" in page and 'id="actions"' not in page  # closed: nothing left to do
+    assert "stuck since Monday" in page and 'value="cancel"' not in page  # closed: only a reset is left
 
     # Signalling a closed run: Temporal refuses, the page says why, and that is audited too.
     response = oscar.post(act_url, {"action": "signal", "signal": "poke", "confirm": "yes"}, follow=True)
     assert "Temporal refused" in response.content.decode()
     assert ActionLog.objects.filter(action="signal", ok=False, username="oscar").exists()
+
+    # Reset (reason required) starts a new run from the first workflow task, and the page follows it.
+    response = oscar.post(act_url, {"action": "reset", "confirm": "yes"}, follow=True)
+    assert "Resetting needs a reason" in response.content.decode()
+    response = oscar.post(act_url, {"action": "reset", "reason": "fixed the bug", "confirm": "yes"})
+    entry = ActionLog.objects.get(action="reset")
+    new_run = entry.detail["new_run_id"]
+    assert (entry.username, entry.reason, entry.ok) == ("oscar", "fixed the bug", True) and new_run != run_id
+    assert response["Location"] == reverse("monitoring:execution", args=[workflow_id, new_run])
+    assert describe(address, workflow_id).run_id == new_run
+    assert describe(address, workflow_id).status == WorkflowExecutionStatus.RUNNING
 
 
 @pytest.mark.django_db
