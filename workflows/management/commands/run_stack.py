@@ -70,6 +70,10 @@ class Command(BaseCommand):
         elif host in {"127.0.0.1", "localhost", "[::1]"}:
             settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
             ui_port = int(port) + 1000
+            if answers(f"127.0.0.1:{ui_port}"):  # taken by something else: any free port will do
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    ui_port = probe.getsockname()[1]
             self.spawn(
                 "temporal",
                 [
