@@ -92,7 +92,9 @@ def forget_clients() -> None:
     _clients.clear()
 
 
-async def _call(make: Callable[[Client], Awaitable[T]]) -> T:
+async def call(make: Callable[[Client], Awaitable[T]]) -> T:
+    """Run one client call, mapping "not reachable" and other RPC errors to ours.
+    Shared with workflows/visibility.py, the monitoring side of this module."""
     client = await get_client()
     try:
         return await make(client)
@@ -119,7 +121,7 @@ async def start_approval(*, workflow_id: str, request: dict[str, Any]) -> str:
             return ""
         return handle.result_run_id or ""
 
-    return await _call(start)
+    return await call(start)
 
 
 async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:
@@ -136,14 +138,14 @@ async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:
                 raise WorkflowClosed(str(exc)) from None
             raise
 
-    await _call(signal)
+    await call(signal)
 
 
 async def signal_workflow(*, workflow_id: str, name: str, payload: dict[str, Any]) -> None:
     async def signal(client: Client) -> None:
         await client.get_workflow_handle(workflow_id).signal(name, payload, rpc_timeout=RPC_TIMEOUT)
 
-    await _call(signal)
+    await call(signal)
 
 
 async def _closed(handle: WorkflowHandle[Any, Any]) -> bool:
@@ -162,7 +164,7 @@ async def workflow_closed(*, workflow_id: str) -> bool:
     async def check(client: Client) -> bool:
         return await _closed(client.get_workflow_handle(workflow_id))
 
-    return await _call(check)
+    return await call(check)
 
 
 async def wait_for_result(*, workflow_id: str, seconds: float) -> ApprovalResult | None:
@@ -175,14 +177,14 @@ async def wait_for_result(*, workflow_id: str, seconds: float) -> ApprovalResult
         except (TimeoutError, WorkflowFailureError):
             return None
 
-    return await _call(result)
+    return await call(result)
 
 
 async def query_status(*, workflow_id: str) -> dict[str, Any]:
     async def query(client: Client) -> dict[str, Any]:
         return await client.get_workflow_handle(workflow_id).query("status", rpc_timeout=RPC_TIMEOUT)
 
-    return await _call(query)
+    return await call(query)
 
 
 async def ping() -> None:
@@ -191,7 +193,7 @@ async def ping() -> None:
     async def check(client: Client) -> None:
         await client.service_client.check_health(timeout=RPC_TIMEOUT)
 
-    await _call(check)
+    await call(check)
 
 
 def run(coro_fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:

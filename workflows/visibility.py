@@ -33,7 +33,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.client import WorkflowExecution as ListedExecution
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.client import RPC_TIMEOUT, TemporalError, _call
+from workflows.client import RPC_TIMEOUT, TemporalError, call
 
 HISTORY_LIMIT = 250
 DESCRIBE_CONCURRENCY = 10
@@ -139,7 +139,7 @@ async def count_by_status() -> dict[str, int]:
             counts[_status_from_visibility(name)] = group.count
         return counts
 
-    return await _call(count)
+    return await call(count)
 
 
 def _status_from_visibility(name: str) -> str:
@@ -157,7 +157,7 @@ async def count(*, query: str) -> int:
             _raise_for(exc)
             raise
 
-    return await _call(run)
+    return await call(run)
 
 
 async def list_page(*, query: str, page_size: int, token: bytes | None) -> tuple[list[ExecutionInfo], bytes | None]:
@@ -177,7 +177,7 @@ async def list_page(*, query: str, page_size: int, token: bytes | None) -> tuple
             raise
         return [_raw_info(e) for e in response.executions], response.next_page_token or None
 
-    return await _call(page)
+    return await call(page)
 
 
 def _raw_info(raw: WorkflowExecutionInfo) -> ExecutionInfo:
@@ -235,7 +235,7 @@ async def describe_execution(*, workflow_id: str, run_id: str) -> dict[str, Any]
             "memo_fields": sorted(raw.workflow_execution_info.memo.fields.keys()),
         }
 
-    return await _call(describe)
+    return await call(describe)
 
 
 async def reported_problems(*, limit: int) -> list[ExecutionInfo]:
@@ -272,7 +272,7 @@ async def task_queue_stats(*, names: Iterable[str]) -> list[dict[str, Any]]:
             )
         return rows
 
-    return await _call(describe)
+    return await call(describe)
 
 
 # ---- actions ---------------------------------------------------------------------------
@@ -286,7 +286,7 @@ async def cancel_workflow(*, workflow_id: str, run_id: str) -> None:
             _raise_for(exc)
             raise
 
-    await _call(cancel)
+    await call(cancel)
 
 
 async def terminate_workflow(*, workflow_id: str, run_id: str, reason: str) -> None:
@@ -298,7 +298,7 @@ async def terminate_workflow(*, workflow_id: str, run_id: str, reason: str) -> N
             _raise_for(exc)
             raise
 
-    await _call(terminate)
+    await call(terminate)
 
 
 async def signal_workflow(*, workflow_id: str, run_id: str, name: str, arg: Any) -> None:
@@ -313,7 +313,7 @@ async def signal_workflow(*, workflow_id: str, run_id: str, name: str, arg: Any)
             _raise_for(exc)
             raise
 
-    await _call(signal)
+    await call(signal)
 
 
 async def reset_workflow(*, workflow_id: str, run_id: str, reason: str) -> str:
@@ -349,7 +349,7 @@ async def reset_workflow(*, workflow_id: str, run_id: str, reason: str) -> str:
             raise
         return response.run_id
 
-    return await _call(reset)
+    return await call(reset)
 
 
 # ---- the snapshot refresh ---------------------------------------------------------------
@@ -416,7 +416,7 @@ async def read_changes(
             changes.failures[(info.workflow_id, info.run_id)] = await _last_event_failure(client, info)
         return changes
 
-    return await _call(read)
+    return await call(read)
 
 
 async def _last_event_failure(client: Client, info: ExecutionInfo) -> str:
