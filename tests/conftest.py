@@ -146,32 +146,28 @@ class DevServer:
         self.db_file = directory / f"temporal-{self.port}.db"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(TEMPORAL_CLI),
-                "server",
-                "start-dev",
-                "--headless",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--db-filename",
-                str(self.db_file),
-                "--log-level",
-                "error",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                run_async(self._ping)
-                return
-            except Exception:
-                time.sleep(0.2)
+    def start(self, *, keep_port: bool = False) -> None:
+        """Start and wait until it answers. A first start that dies at once (another process took
+        the free port) retries on a new port; a restart (``keep_port``) must keep its address."""
+        for _ in range(1 if keep_port else 3):
+            self.proc = subprocess.Popen(
+                [str(TEMPORAL_CLI), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
+                 "--db-filename", str(self.db_file), "--log-level", "error"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    run_async(self._ping)
+                    return
+                except Exception:
+                    time.sleep(0.2)
+            self.stop()
+            if keep_port:
+                break
+            self.port = free_port()
+            self.address = f"127.0.0.1:{self.port}"
+            self.db_file = self.db_file.with_name(f"temporal-{self.port}.db")
         raise RuntimeError("the Temporal dev server did not start")
 
     async def _ping(self) -> None:

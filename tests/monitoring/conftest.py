@@ -4,8 +4,6 @@ and a worker running the app's workflows plus the sample ones."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEMPORAL_CLI, DevServer, WorkerThread, free_port, run_async
+from tests.conftest import DevServer, WorkerThread
 from tests.monitoring.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
 
 
@@ -48,34 +46,9 @@ class SampleWorker(WorkerThread):
             raise
 
 
-class OwnDevServer(DevServer):
-    """A dev server that gives up on a port at once when the process dies (another process on this
-    machine took the free port first) and tries another, instead of waiting a minute."""
-
-    def start(self) -> None:
-        for _ in range(3):
-            self.proc = subprocess.Popen(
-                [str(TEMPORAL_CLI), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port", str(self.port),
-                 "--db-filename", str(self.db_file), "--log-level", "error"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    run_async(self._ping)
-                    return
-                except Exception:
-                    time.sleep(0.2)
-            self.stop()
-            self.port = free_port()
-            self.address = f"127.0.0.1:{self.port}"
-            self.db_file = self.db_file.with_name(f"temporal-{self.port}.db")
-        raise RuntimeError("the Temporal dev server did not start")
-
-
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[DevServer]:
-    server = OwnDevServer(tmp_path)
+    server = DevServer(tmp_path)
     server.start()
     yield server
     server.stop()

@@ -120,7 +120,7 @@ def test_a_decision_made_while_temporal_is_down_is_delivered_when_it_returns(
 
         relay = RelayThread(interval=0.3).start()  # what run_worker runs beside the worker
         try:
-            server.start()  # same port, same SQLite file: the workflow is still there
+            server.start(keep_port=True)  # same port, same SQLite file: the workflow is still there
             eventually(lambda: Decision.objects.get(pk=decision.pk).delivered_at, timeout=30)
         finally:
             relay.stop()
