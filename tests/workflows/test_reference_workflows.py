@@ -1,0 +1,144 @@
+"""The reference workflows on the time-skipping test server, with the real activities and ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from approvals.models import ApprovalTask
+from workflows.models import LedgerEntry
+from workflows.reference_activities import charge_payment, reserve_inventory
+from workflows.types import LedgerInput
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ITEMS = [{"sku": "desk", "quantity": 2}, {"sku": "lamp", "quantity": 1}]
+
+
+async def start_order(env: WorkflowEnvironment, queue: str, **fields: Any) -> WorkflowHandle[Any, Any]:
+    order = {"order_id": uuid.uuid4().hex[:8], "amount": 250, "items": ITEMS, "customer": "alice", **fields}
+    return await env.client.start_workflow(
+        "OrderSagaWorkflow", order, id=f"order-{order['order_id']}", task_queue=queue
+    )
+
+
+@sync_to_async
+def ledger(order_id: str) -> list[tuple[str, bool]]:
+    return [(e.action, e.undid) for e in LedgerEntry.objects.filter(order_id=order_id)]
+
+
+async def approval_registered(env: WorkflowEnvironment, order_id: str) -> WorkflowHandle[Any, Any]:
+    """The child ApprovalWorkflow, once its task is in the read model."""
+    workflow_id = f"approval-order-{order_id}"
+    for _ in range(200):
+        if await sync_to_async(ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists)():
+            return env.client.get_workflow_handle(workflow_id)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the approval task never registered")
+
+
+def decision(user: str, choice: str = "approve") -> dict[str, str]:
+    return {"decision": choice, "user": user, "comment": "", "decision_id": uuid.uuid4().hex}
+
+
+async def test_a_small_order_completes_without_approval(env, queue, cast) -> None:
+    handle = await start_order(env, queue)
+    result = await handle.result()
+    order_id = result["order_id"]
+    assert (result["status"], result["approval"], result["compensated"]) == ("confirmed", None, [])
+    assert result["done"] == ["reserve:desk", "reserve:lamp", "charge", "confirm"]
+    assert await ledger(order_id) == [
+        ("reserve:desk", False),
+        ("reserve:lamp", False),
+        ("charge", False),
+        ("confirm", False),
+    ]
+    charge = await sync_to_async(LedgerEntry.objects.get)(order_id=order_id, action="charge")
+    assert str(charge.amount) == "250.00"
+    assert not await sync_to_async(ApprovalTask.objects.filter(workflow_id=f"approval-order-{order_id}").exists)()
+
+
+async def test_a_large_order_waits_for_approval_and_completes_once_bob_approves(env, queue, cast) -> None:
+    handle = await start_order(env, queue, amount=1500)
+    order_id = (await handle.describe()).id.removeprefix("order-")
+    child = await approval_registered(env, order_id)
+    task = await sync_to_async(ApprovalTask.objects.get)(workflow_id=child.id)
+    assert (task.request_id, task.requested_by) == (f"order-{order_id}", "alice")
+    assert task.payload["amount"] == 1500
+    assert await ledger(order_id) == [("reserve:desk", False), ("reserve:lamp", False)]  # held while waiting
+    await child.signal("decide", decision("bob"))
+    result = await handle.result()
+    assert result["status"] == "confirmed"
+    assert (result["approval"]["outcome"], result["approval"]["decided_by"]) == ("approved", "bob")
+    assert result["done"] == ["reserve:desk", "reserve:lamp", "charge", "confirm"]
+
+
+async def test_a_rejected_large_order_releases_its_reservations_in_reverse_order(env, queue, cast) -> None:
+    handle = await start_order(env, queue, amount=5000)
+    order_id = (await handle.describe()).id.removeprefix("order-")
+    child = await approval_registered(env, order_id)
+    await child.signal("decide", decision("bob", "reject"))
+    result = await handle.result()
+    assert (result["status"], result["approval"]["outcome"]) == ("rejected", "rejected")
+    assert result["compensated"] == ["release:lamp", "release:desk"]
+    assert await ledger(order_id) == [
+        ("reserve:desk", False),
+        ("reserve:lamp", False),
+        ("release:lamp", True),
+        ("release:desk", True),
+    ]
+
+
+async def test_an_expired_approval_releases_the_reservations(env, queue, cast) -> None:
+    handle = await start_order(env, queue, amount=1000, items=[{"sku": "chair"}])
+    result = await handle.result()  # time skips past every level of the default policy
+    assert (result["status"], result["compensated"]) == ("expired", ["release:chair"])
+    assert await ledger(result["order_id"]) == [("reserve:chair", False), ("release:chair", True)]
+
+
+async def test_a_declined_payment_refunds_nothing_and_releases_the_inventory(env, queue, cast) -> None:
+    handle = await start_order(env, queue, fail_payment=True)
+    result = await handle.result()
+    order_id = result["order_id"]
+    assert result["status"] == "failed"
+    assert "payment declined" in result["error"]
+    assert result["done"] == ["reserve:desk", "reserve:lamp"]
+    assert result["compensated"] == ["refund", "release:lamp", "release:desk"]
+    assert await ledger(order_id) == [
+        ("reserve:desk", False),
+        ("reserve:lamp", False),
+        ("refund", False),  # recorded, so a late charge would refuse; nothing was charged to undo
+        ("release:lamp", True),
+        ("release:desk", True),
+    ]
+
+
+async def test_bad_input_fails_at_once_naming_the_field(env, queue, cast) -> None:
+    handle = await start_order(env, queue, items=[{"sku": "desk", "quantity": 0}])
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert (cause.type, cause.non_retryable, cause.details) == ("InvalidInput", True, ("items[0].quantity",))
+
+
+def test_a_retried_charge_does_not_charge_twice(transactional_db) -> None:
+    charge = LedgerInput(order_id="o-retry", action="charge", amount=99.5)
+    assert charge_payment(charge).applied is True
+    assert charge_payment(charge).applied is False  # the retry finds the row
+    assert [(e.action, str(e.amount)) for e in LedgerEntry.objects.filter(order_id="o-retry")] == [("charge", "99.50")]
+
+
+def test_a_step_whose_compensation_already_ran_does_not_apply(transactional_db) -> None:
+    from workflows.reference_activities import release_inventory
+
+    release_inventory(LedgerInput(order_id="o-late", action="release:desk", undoes="reserve:desk"))
+    assert reserve_inventory(LedgerInput(order_id="o-late", action="reserve:desk", quantity=1)).applied is False
+    assert [(e.action, e.undid) for e in LedgerEntry.objects.filter(order_id="o-late")] == [("release:desk", False)]
