@@ -13,8 +13,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
+from tests.conftest import DevServer, WorkerThread, eventually, run_async, workflow_result
 from workflows.models import LedgerEntry
-from workflows.reference_activities import charge_payment, reserve_inventory
+from workflows.reference_activities import charge_payment, release_hold, reserve_inventory
 from workflows.types import LedgerInput
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -142,3 +143,94 @@ def test_a_step_whose_compensation_already_ran_does_not_apply(transactional_db) 
     release_inventory(LedgerInput(order_id="o-late", action="release:desk", undoes="reserve:desk"))
     assert reserve_inventory(LedgerInput(order_id="o-late", action="reserve:desk", quantity=1)).applied is False
     assert [(e.action, e.undid) for e in LedgerEntry.objects.filter(order_id="o-late")] == [("release:desk", False)]
+
+
+# ---- on the dev server: a worker dies mid-saga ---------------------------------------
+
+
+def running_activities(address: str, workflow_id: str) -> list[tuple[str, int]]:
+    """(activity type, attempt) of the workflow's activities that a worker is running now."""
+    from temporalio.api.enums.v1 import PendingActivityState
+    from temporalio.client import Client
+
+    async def describe() -> list[tuple[str, int]]:
+        client = await Client.connect(address)
+        description = await client.get_workflow_handle(workflow_id).describe()
+        return [
+            (activity.activity_type.name, activity.attempt)
+            for activity in description.raw_description.pending_activities
+            if activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        ]
+
+    return run_async(describe)
+
+
+def activity_attempts(address: str, workflow_id: str) -> dict[str, list[int]]:
+    """For each activity type: the attempt numbers that completed, from the history."""
+    from temporalio.client import Client
+
+    async def history() -> dict[str, list[int]]:
+        client = await Client.connect(address)
+        events = (await client.get_workflow_handle(workflow_id).fetch_history()).events
+        by_id = {event.event_id: event for event in events}
+        attempts: dict[str, list[int]] = {}
+        for event in events:
+            if event.HasField("activity_task_completed_event_attributes"):
+                done = event.activity_task_completed_event_attributes
+                scheduled = by_id[done.scheduled_event_id].activity_task_scheduled_event_attributes
+                started = by_id[done.started_event_id].activity_task_started_event_attributes
+                attempts.setdefault(scheduled.activity_type.name, []).append(started.attempt)
+        return attempts
+
+    return run_async(history)
+
+
+@pytest.mark.integration
+def test_a_saga_resumes_from_its_last_step_after_its_worker_stops(
+    cast: dict[str, Any], temporal_settings: Any, dev_server: DevServer
+) -> None:
+    from temporalio.client import Client
+
+    queue = temporal_settings.TEMPORAL_TASK_QUEUE
+    order_id = uuid.uuid4().hex[:8]
+    workflow_id = f"order-{order_id}"
+    order = {"order_id": order_id, "amount": 80, "items": ITEMS, "customer": "alice", "hold_confirm": True}
+
+    async def start() -> None:
+        client = await Client.connect(dev_server.address)
+        await client.start_workflow("OrderSagaWorkflow", order, id=workflow_id, task_queue=queue)
+
+    first = WorkerThread(dev_server.address, queue).start()
+    try:
+        run_async(start)
+        eventually(lambda: running_activities(dev_server.address, workflow_id) == [("confirm_order", 1)])
+    finally:
+        first.stop()  # mid-saga: the confirmation is held, the steps before it are done
+    assert not first.thread or not first.thread.is_alive()
+    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
+        "reserve:desk",
+        "reserve:lamp",
+        "charge",
+    ]
+
+    release_hold(order_id=order_id)
+    second = WorkerThread(dev_server.address, queue).start()
+    try:
+        result = workflow_result(dev_server.address, workflow_id, timeout=60)
+    finally:
+        second.stop()
+    assert (result["status"], result["compensated"]) == ("confirmed", [])
+    assert result["done"] == ["reserve:desk", "reserve:lamp", "charge", "confirm"]
+    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
+        "reserve:desk",
+        "reserve:lamp",
+        "charge",
+        "hold_released",
+        "confirm",
+    ]
+    # Done steps ran once, on the first worker; only the held one ran again, on the second.
+    assert activity_attempts(dev_server.address, workflow_id) == {
+        "reserve_inventory": [1, 1],
+        "charge_payment": [1],
+        "confirm_order": [2],
+    }
