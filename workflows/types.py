@@ -428,3 +428,74 @@ class OrderResult:
     compensated: list[str]  # compensations run, in the order they ran (reverse of registration)
     approval: ApprovalResult | None = None
     error: str = ""
+
+
+@dataclass(frozen=True)
+class SpendSignal:
+    amount: float
+    by: str
+    reason: str
+    spend_id: str = ""  # the caller's key: a spend signalled twice is applied once
+
+    @classmethod
+    def parse(cls, raw: Any) -> SpendSignal:
+        if not isinstance(raw, dict):
+            raise InputError("spend", "must be a JSON object")
+        return cls(
+            amount=_positive_number(raw, "amount"),
+            by=_string(raw, "by", required=True, max_length=150),
+            reason=_string(raw, "reason", required=False, max_length=500),
+            spend_id=_string(raw, "spend_id", required=False, max_length=100),
+        )
+
+
+def _number_at_least(raw: dict[str, Any], name: str, minimum: float, *, default: float) -> float:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < minimum:
+        raise InputError(name, f"must be a number, at least {minimum}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class BudgetInput:
+    """A team's budget; also the state one run hands to the next through continue-as-new."""
+
+    team: str
+    balance: float
+    limit: float  # spends above it need an approval
+    max_events: int = 500  # spends handled per run before it continues as new
+    approvals_queue: str = ""
+    spent: float = 0
+    runs: int = 1
+    queued: list[dict[str, Any]] = field(default_factory=list)  # signals not yet handled when the run ended
+    seen: list[str] = field(default_factory=list)  # recent spend ids, for de-duplication across runs
+    recent: list[dict[str, Any]] = field(default_factory=list)  # what the ``balance`` query shows
+
+    @classmethod
+    def parse(cls, raw: Any) -> BudgetInput:
+        if not isinstance(raw, dict):
+            raise InputError("input", f"must be a JSON object, got {type(raw).__name__}")
+        balance = raw.get("balance")
+        if isinstance(balance, bool) or not isinstance(balance, int | float) or balance != balance or balance < 0:
+            raise InputError("balance", "must be a number, zero or more")
+        max_events = raw.get("max_events", 500)
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
+            raise InputError("max_events", "must be a whole number of at least 1")
+        queued = raw.get("queued", [])
+        seen = raw.get("seen", [])
+        recent = raw.get("recent", [])
+        for name, value in (("queued", queued), ("seen", seen), ("recent", recent)):
+            if not isinstance(value, list):
+                raise InputError(name, "must be a list (state carried by continue-as-new)")
+        return cls(
+            team=_string(raw, "team", required=True, max_length=100),
+            balance=float(balance),
+            limit=_positive_number(raw, "limit"),
+            max_events=max_events,
+            approvals_queue=_string(raw, "approvals_queue", required=False, max_length=200),
+            spent=_number_at_least(raw, "spent", 0, default=0),
+            runs=int(_number_at_least(raw, "runs", 1, default=1)),
+            queued=queued,
+            seen=[str(key) for key in seen],
+            recent=[entry for entry in recent if isinstance(entry, dict)],
+        )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
@@ -234,3 +236,104 @@ def test_a_saga_resumes_from_its_last_step_after_its_worker_stops(
         "charge_payment": [1],
         "confirm_order": [2],
     }
+
+
+# ---- TeamBudgetWorkflow: a long-lived entity ------------------------------------------
+
+
+async def start_budget(env: WorkflowEnvironment, queue: str, **fields: Any) -> WorkflowHandle[Any, Any]:
+    budget = {"team": f"team-{uuid.uuid4().hex[:6]}", "balance": 1000, "limit": 200, **fields}
+    return await env.client.start_workflow(
+        "TeamBudgetWorkflow", budget, id=f"budget-{budget['team']}", task_queue=queue
+    )
+
+
+async def balance_when(handle: WorkflowHandle[Any, Any], check: Any) -> dict[str, Any]:
+    balance: dict[str, Any] = {}
+    for _ in range(200):
+        try:
+            balance = await handle.query("balance", rpc_timeout=timedelta(seconds=2))
+        except RPCError:
+            pass  # asked between two runs of a workflow that continued as new
+        else:
+            if check(balance):
+                return balance
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"balance never matched: {balance}")
+
+
+def spend(amount: float, by: str = "alice", reason: str = "books", **fields: Any) -> dict[str, Any]:
+    return {"amount": amount, "by": by, "reason": reason, **fields}
+
+
+async def test_small_spends_apply_at_once_and_a_duplicate_or_malformed_one_is_ignored(env, queue, cast) -> None:
+    handle = await start_budget(env, queue)
+    await handle.signal("spend", spend(120, spend_id="s1"))
+    await handle.signal("spend", spend(120, spend_id="s1"))
+    await handle.signal("spend", {"amount": -5, "by": "alice"})
+    await handle.signal("spend", spend(30, by="carol", reason="coffee"))
+    balance = await balance_when(handle, lambda b: len(b["recent"]) == 4)
+    assert (balance["balance"], balance["spent"]) == (850, 150)
+    assert [(e["type"], e.get("by")) for e in balance["recent"]] == [
+        ("spent", "alice"),
+        ("ignored", "alice"),
+        ("ignored", None),
+        ("spent", "carol"),
+    ]
+    assert balance["recent"][1]["detail"] == "duplicate spend_id"
+    assert balance["recent"][2]["detail"] == "malformed spend: amount: must be a positive number"
+
+
+async def test_a_spend_above_the_limit_waits_for_approval_and_one_above_the_balance_is_refused(
+    env, queue, cast
+) -> None:
+    handle = await start_budget(env, queue)
+    await handle.signal("spend", spend(500, reason="monitor", spend_id="big"))
+    await handle.signal("spend", spend(5000, reason="car", spend_id="huge"))
+    balance = await balance_when(handle, lambda b: len(b["recent"]) == 2)
+    assert [e["type"] for e in balance["recent"]] == ["awaiting_approval", "refused"]
+    assert [s["spend_id"] for s in balance["awaiting_approval"]] == ["big"]
+    assert balance["balance"] == 1000
+    team = balance["team"]
+    child = env.client.get_workflow_handle(f"approval-budget-{team}-big")
+    for _ in range(200):
+        if await sync_to_async(ApprovalTask.objects.filter(workflow_id=child.id, status="pending").exists)():
+            break
+        await asyncio.sleep(0.05)
+    task = await sync_to_async(ApprovalTask.objects.get)(workflow_id=child.id)
+    assert (task.requested_by, task.payload["amount"]) == ("alice", 500)
+    await child.signal("decide", decision("bob"))
+    balance = await balance_when(handle, lambda b: not b["awaiting_approval"])
+    assert (balance["balance"], balance["spent"]) == (500, 500)
+    assert (balance["recent"][-1]["type"], balance["recent"][-1]["approved_by"]) == ("spent", "bob")
+
+
+async def test_a_rejected_spend_leaves_the_balance_alone(env, queue, cast) -> None:
+    handle = await start_budget(env, queue)
+    await handle.signal("spend", spend(300, spend_id="r1"))
+    team = (await balance_when(handle, lambda b: b["awaiting_approval"]))["team"]
+    child = env.client.get_workflow_handle(f"approval-budget-{team}-r1")
+    for _ in range(200):
+        if await sync_to_async(ApprovalTask.objects.filter(workflow_id=child.id, status="pending").exists)():
+            break
+        await asyncio.sleep(0.05)
+    await child.signal("decide", decision("bob", "reject"))
+    balance = await balance_when(handle, lambda b: not b["awaiting_approval"])
+    assert (balance["balance"], balance["recent"][-1]["detail"]) == (1000, "approval rejected")
+
+
+async def test_it_continues_as_new_after_n_spends_carrying_its_state(env, queue, cast) -> None:
+    handle = await start_budget(env, queue, max_events=2)
+    first_run = (await handle.describe()).run_id
+    for number in range(5):
+        await handle.signal("spend", spend(10, spend_id=f"s{number}"))
+    balance = await balance_when(handle, lambda b: b["spent"] == 50)
+    assert (balance["balance"], balance["run"]) == (950, 3)  # two spends per run
+    assert (await handle.describe()).run_id != first_run
+    await handle.signal("spend", spend(10, spend_id="s0"))  # a duplicate from the first run
+    balance = await balance_when(handle, lambda b: b["run"] == 4)
+    assert (balance["balance"], balance["spent"]) == (950, 50)
+    assert [(e["type"], e["spend_id"]) for e in balance["recent"]] == [
+        *[("spent", f"s{number}") for number in range(5)],
+        ("ignored", "s0"),
+    ]
