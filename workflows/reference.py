@@ -19,7 +19,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 from workflows.types import (
     ApprovalResult,
@@ -47,7 +53,7 @@ HOLD_HEARTBEAT = timedelta(seconds=10)
 @workflow.defn(name="OrderSagaWorkflow")
 class OrderSagaWorkflow:
     def __init__(self) -> None:
-        self._compensations: list[LedgerInput] = []
+        self._compensations: list[tuple[str, LedgerInput]] = []  # (activity, its argument)
         self._done: list[str] = []
 
     @workflow.run
@@ -61,9 +67,8 @@ class OrderSagaWorkflow:
         try:
             for item in order.items:
                 sku = item.sku
-                self._compensations.append(
-                    LedgerInput(order.order_id, f"release:{sku}", quantity=item.quantity, undoes=f"reserve:{sku}")
-                )
+                release = LedgerInput(order.order_id, f"release:{sku}", quantity=item.quantity, undoes=f"reserve:{sku}")
+                self._compensations.append(("release_inventory", release))
                 await self._step(
                     "reserve_inventory", LedgerInput(order.order_id, f"reserve:{sku}", quantity=item.quantity)
                 )
@@ -71,7 +76,8 @@ class OrderSagaWorkflow:
                 approval = await self._ask_approval(order)
                 if approval.outcome != "approved":
                     return await self._unwind(order, approval.outcome, approval)
-            self._compensations.append(LedgerInput(order.order_id, "refund", amount=order.amount, undoes="charge"))
+            refund = LedgerInput(order.order_id, "refund", amount=order.amount, undoes="charge")
+            self._compensations.append(("refund_payment", refund))
             await self._step(
                 "charge_payment", LedgerInput(order.order_id, "charge", amount=order.amount, fail=order.fail_payment)
             )
@@ -80,7 +86,11 @@ class OrderSagaWorkflow:
                 LedgerInput(order.order_id, "confirm", hold=order.hold_confirm),
                 held=order.hold_confirm,
             )
-        except (ActivityError, ChildWorkflowError) as exc:
+        except (ActivityError, ChildWorkflowError, asyncio.CancelledError) as exc:
+            if is_cancelled_exception(exc):
+                # Cancelled through Temporal: undo what was done, then end as cancelled.
+                await self._unwind(order, "cancelled", approval)
+                raise
             return await self._unwind(order, "failed", approval, error=_message(exc))
         return OrderResult(order.order_id, "confirmed", self._done, [], approval)
 
@@ -116,8 +126,7 @@ class OrderSagaWorkflow:
         """Run the registered compensations, last first. Each is idempotent and
         safe when its step never took effect, so all of them run every time."""
         compensated: list[str] = []
-        for data in reversed(self._compensations):
-            activity = "refund_payment" if data.action == "refund" else "release_inventory"
+        for activity, data in reversed(self._compensations):
             await workflow.execute_activity(
                 activity, data, result_type=LedgerResult, start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY
             )

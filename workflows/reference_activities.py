@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from workflows.models import LedgerEntry
 from workflows.types import LedgerInput, LedgerResult
@@ -81,7 +81,9 @@ def refund_payment(data: LedgerInput) -> LedgerResult:
 @activity.defn(name="confirm_order")
 def confirm_order(data: LedgerInput) -> LedgerResult:
     while data.hold and not LedgerEntry.objects.filter(order_id=data.order_id, action=HOLD_RELEASED).exists():
-        if activity.is_worker_shutdown() or activity.is_cancelled():
+        if activity.is_cancelled():
+            raise CancelledError("the order's saga was cancelled")
+        if activity.is_worker_shutdown():
             # Fail this attempt now so the next worker retries it, instead of
             # waiting for the heartbeat timeout.
             raise ApplicationError("worker shutting down while the order was held", type="WorkerShutdown")

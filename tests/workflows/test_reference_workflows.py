@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from temporalio.client import WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -118,6 +118,43 @@ async def test_a_declined_payment_refunds_nothing_and_releases_the_inventory(env
         ("reserve:desk", False),
         ("reserve:lamp", False),
         ("refund", False),  # recorded, so a late charge would refuse; nothing was charged to undo
+        ("release:lamp", True),
+        ("release:desk", True),
+    ]
+
+
+async def test_an_order_cancelled_while_awaiting_approval_releases_its_reservations(env, queue, cast) -> None:
+    handle = await start_order(env, queue, amount=2000)
+    order_id = (await handle.describe()).id.removeprefix("order-")
+    await approval_registered(env, order_id)
+    await handle.cancel()  # reaches the child, which closes its task as cancelled
+    result = await handle.result()
+    assert (result["status"], result["approval"]["outcome"]) == ("cancelled", "cancelled")
+    assert result["compensated"] == ["release:lamp", "release:desk"]
+    assert await ledger(order_id) == [
+        ("reserve:desk", False),
+        ("reserve:lamp", False),
+        ("release:lamp", True),
+        ("release:desk", True),
+    ]
+
+
+async def test_an_order_cancelled_during_a_step_is_compensated_then_ends_cancelled(env, queue, cast) -> None:
+    handle = await start_order(env, queue, hold_confirm=True)
+    order_id = handle.id.removeprefix("order-")
+    for _ in range(200):
+        if ("charge", False) in await ledger(order_id):
+            break
+        await asyncio.sleep(0.05)
+    await handle.cancel()  # the confirmation is held: the saga is waiting on that activity
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    assert await ledger(order_id) == [
+        ("reserve:desk", False),
+        ("reserve:lamp", False),
+        ("charge", False),
+        ("refund", True),
         ("release:lamp", True),
         ("release:desk", True),
     ]
