@@ -273,8 +273,8 @@ class TeamBudgetWorkflow:
         }
 
 
-def _message(exc: FailureError) -> str:
-    cause = exc.cause
+def _message(exc: BaseException) -> str:
+    cause = exc.cause if isinstance(exc, FailureError) else None
     while isinstance(cause, FailureError) and cause.cause is not None:
         cause = cause.cause
     return str(cause or exc)
