@@ -158,7 +158,7 @@ class TeamBudgetWorkflow:
         self._queue[:0] = self._state.queued
         self._seen = list(self._state.seen)
         self._recent = list(self._state.recent)
-        approvals: list[asyncio.Task[None]] = []
+        approvals: list[asyncio.Task[None]] = []  # held, so no running approval task is garbage collected
         while True:
             await workflow.wait_condition(lambda: bool(self._queue) or self._should_continue())
             while self._queue and not self._should_continue():
