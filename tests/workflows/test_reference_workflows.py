@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -287,7 +288,8 @@ async def start_budget(env: WorkflowEnvironment, queue: str, **fields: Any) -> W
 
 async def balance_when(handle: WorkflowHandle[Any, Any], check: Any) -> dict[str, Any]:
     balance: dict[str, Any] = {}
-    for _ in range(200):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         try:
             balance = await handle.query("balance", rpc_timeout=timedelta(seconds=2))
         except RPCError:
