@@ -332,3 +332,170 @@ class RefreshSnapshotResult:
     running_read: int = 0
     described: int = 0
     watermark: str = ""
+
+
+# ---- reference workflows (workflows/reference.py) -----------------------------------
+
+
+def _positive_number(raw: dict[str, Any], name: str, default: float | None = None) -> float:
+    value = raw.get(name, default)
+    if value is None:
+        raise InputError(name, "is required")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value <= 0:
+        raise InputError(name, "must be a positive number")
+    return float(value)
+
+
+def _flag(raw: dict[str, Any], name: str) -> bool:
+    value = raw.get(name, False)
+    if not isinstance(value, bool):
+        raise InputError(name, f"must be true or false, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    sku: str
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    order_id: str
+    amount: float
+    items: list[OrderItem]
+    customer: str
+    approval_threshold: float = 1000
+    approvals_queue: str = ""  # where the child ApprovalWorkflow runs; the saga's own queue when empty
+    fail_payment: bool = False  # demo switch: the charge is declined, so the compensations run
+    hold_confirm: bool = False  # demo switch: confirmation waits for ``release_hold`` (crash-and-resume demo)
+
+    @classmethod
+    def parse(cls, raw: Any) -> OrderInput:
+        if not isinstance(raw, dict):
+            raise InputError("input", f"must be a JSON object, got {type(raw).__name__}")
+        items = raw.get("items")
+        if not isinstance(items, list) or not items:
+            raise InputError("items", "must be a non-empty list")
+        parsed: list[OrderItem] = []
+        for number, item in enumerate(items):
+            where = f"items[{number}]"
+            if not isinstance(item, dict):
+                raise InputError(where, "must be an object with 'sku' and 'quantity'")
+            sku = _string(item, "sku", required=True, max_length=50)
+            quantity = item.get("quantity", 1)
+            if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
+                raise InputError(f"{where}.quantity", "must be a whole number of at least 1")
+            if any(other.sku == sku for other in parsed):
+                raise InputError(f"{where}.sku", f"{sku!r} is listed twice")
+            parsed.append(OrderItem(sku=sku, quantity=quantity))
+        return cls(
+            order_id=_string(raw, "order_id", required=True, max_length=50),
+            amount=_positive_number(raw, "amount"),
+            items=parsed,
+            customer=_string(raw, "customer", required=True, max_length=150),
+            approval_threshold=_positive_number(raw, "approval_threshold", 1000),
+            approvals_queue=_string(raw, "approvals_queue", required=False, max_length=200),
+            fail_payment=_flag(raw, "fail_payment"),
+            hold_confirm=_flag(raw, "hold_confirm"),
+        )
+
+
+@dataclass(frozen=True)
+class LedgerInput:
+    """One saga step or compensation: ``action`` is unique per order in the ledger."""
+
+    order_id: str
+    action: str
+    amount: float = 0
+    quantity: int = 0
+    undoes: str = ""  # for a compensation: the action it reverses
+    fail: bool = False  # charge only: decline it (demo of compensation)
+    hold: bool = False  # confirm only: wait for ``release_hold`` first
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    action: str
+    applied: bool  # False when a retry found the entry already there, or a compensation had nothing to undo
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    order_id: str
+    status: str  # confirmed | rejected | expired | cancelled | failed
+    done: list[str]  # steps that took effect, in order
+    compensated: list[str]  # compensations run, in the order they ran (reverse of registration)
+    approval: ApprovalResult | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SpendSignal:
+    amount: float
+    by: str
+    reason: str
+    spend_id: str = ""  # the caller's key: a spend signalled twice is applied once
+
+    @classmethod
+    def parse(cls, raw: Any) -> SpendSignal:
+        if not isinstance(raw, dict):
+            raise InputError("spend", "must be a JSON object")
+        return cls(
+            amount=_positive_number(raw, "amount"),
+            by=_string(raw, "by", required=True, max_length=150),
+            reason=_string(raw, "reason", required=False, max_length=500),
+            spend_id=_string(raw, "spend_id", required=False, max_length=100),
+        )
+
+
+def _number_at_least(raw: dict[str, Any], name: str, minimum: float, *, default: float) -> float:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or value < minimum:
+        raise InputError(name, f"must be a number, at least {minimum}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class BudgetInput:
+    """A team's budget; also the state one run hands to the next through continue-as-new."""
+
+    team: str
+    balance: float
+    limit: float  # spends above it need an approval
+    max_events: int = 500  # spends handled per run before it continues as new
+    approvals_queue: str = ""
+    spent: float = 0
+    runs: int = 1
+    queued: list[dict[str, Any]] = field(default_factory=list)  # signals not yet handled when the run ended
+    seen: list[str] = field(default_factory=list)  # recent spend ids, for de-duplication across runs
+    recent: list[dict[str, Any]] = field(default_factory=list)  # what the ``balance`` query shows
+
+    @classmethod
+    def parse(cls, raw: Any) -> BudgetInput:
+        if not isinstance(raw, dict):
+            raise InputError("input", f"must be a JSON object, got {type(raw).__name__}")
+        balance = raw.get("balance")
+        if isinstance(balance, bool) or not isinstance(balance, int | float) or balance != balance or balance < 0:
+            raise InputError("balance", "must be a number, zero or more")
+        max_events = raw.get("max_events", 500)
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
+            raise InputError("max_events", "must be a whole number of at least 1")
+        queued = raw.get("queued", [])
+        seen = raw.get("seen", [])
+        recent = raw.get("recent", [])
+        for name, value in (("queued", queued), ("seen", seen), ("recent", recent)):
+            if not isinstance(value, list):
+                raise InputError(name, "must be a list (state carried by continue-as-new)")
+        return cls(
+            team=_string(raw, "team", required=True, max_length=100),
+            balance=float(balance),
+            limit=_positive_number(raw, "limit"),
+            max_events=max_events,
+            approvals_queue=_string(raw, "approvals_queue", required=False, max_length=200),
+            spent=_number_at_least(raw, "spent", 0, default=0),
+            runs=int(_number_at_least(raw, "runs", 1, default=1)),
+            queued=queued,
+            seen=[str(key) for key in seen],
+            recent=[entry for entry in recent if isinstance(entry, dict)],
+        )

@@ -32,13 +32,14 @@ from temporalio.worker import (
     Worker,
 )
 
-from workflows import activities
+from workflows import activities, reference_activities
 from workflows.monitoring_workflows import SNAPSHOT_WORKFLOW, MonitoringSnapshotWorkflow
+from workflows.reference import OrderSagaWorkflow, TeamBudgetWorkflow
 from workflows.types import RefreshSnapshotInput
 from workflows.workflows import ApprovalWorkflow
 
 log = logging.getLogger(__name__)
-WORKFLOWS: Sequence[type] = [ApprovalWorkflow, MonitoringSnapshotWorkflow]
+WORKFLOWS: Sequence[type] = [ApprovalWorkflow, MonitoringSnapshotWorkflow, OrderSagaWorkflow, TeamBudgetWorkflow]
 SNAPSHOT_SCHEDULE_ID = "tollgate-monitoring-snapshot"
 
 
@@ -77,7 +78,7 @@ def build_worker(client: Client, executor: ThreadPoolExecutor, *, task_queue: st
         client,
         task_queue=task_queue or settings.TEMPORAL_TASK_QUEUE,
         workflows=list(WORKFLOWS),
-        activities=activities.ALL,
+        activities=[*activities.ALL, *reference_activities.ALL],
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,  # one slot per pool thread
         interceptors=[DjangoConnectionInterceptor()],
