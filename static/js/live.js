@@ -9,6 +9,8 @@
   if (!indicator || !window.htmx) return;
   var delay = 1000;
   var poll = null;
+  var pending = {};
+  var flush = null;
 
   function show(state, text) {
     indicator.dataset.state = state;
@@ -46,7 +48,20 @@
       }
     };
     socket.onmessage = function (message) {
-      try { changed(JSON.parse(message.data)); } catch (error) { /* not ours: ignore */ }
+      var frame;
+      try { frame = JSON.parse(message.data); } catch (error) { return; /* not ours */ }
+      // A burst (decision, vote, closed) becomes one trigger per task; "closed" wins.
+      var key = frame.event + ":" + (frame.task || "");
+      var earlier = pending[key];
+      if (!earlier || earlier.kind !== "closed") { pending[key] = frame; }
+      if (flush === null) {
+        flush = window.setTimeout(function () {
+          var frames = pending;
+          pending = {};
+          flush = null;
+          Object.keys(frames).forEach(function (k) { changed(frames[k]); });
+        }, 60);
+      }
     };
     socket.onclose = function () {
       show("down", "offline, reconnecting…");
