@@ -8,7 +8,7 @@ from django import forms
 from django.contrib.auth.models import Group, User
 
 from approvals.durations import format_duration, parse_duration
-from approvals.models import Decision, Delegation, Policy, RoutingRule
+from approvals.models import Decision, Delegation, Policy, RoutingRule, level_timing_errors
 from approvals.policies import LevelData, eligible_count, shadowed_rules
 
 PAYLOAD_ROWS = 5
@@ -120,14 +120,8 @@ class LevelForm(forms.Form):
         groups, users = list(data.get("groups") or []), list(data.get("users") or [])
         if not groups and not users and (data.get("timeout") or self.has_changed()):
             raise forms.ValidationError("Choose at least one group or user for this level.")
-        timeout, reminder = data.get("timeout"), data.get("reminder")
-        if timeout is not None and timeout < timedelta(minutes=1):
-            self.add_error("timeout", "A level must wait at least one minute.")
-        if reminder is not None and timeout is not None:
-            if reminder >= timeout:
-                self.add_error("reminder", "A reminder must come before the level escalates.")
-            elif timeout / reminder > 50:
-                self.add_error("reminder", "At most 50 reminders per level: choose a longer interval.")
+        for name, message in level_timing_errors(data.get("timeout"), data.get("reminder")).items():
+            self.add_error(name, message)
         required = data.get("required_approvals") or 1
         if required > 1 and (groups or users):
             available = eligible_count(groups, users)

@@ -79,17 +79,36 @@ class PolicyLevel(models.Model):
         return f"{self.policy} level {self.order}"
 
     def clean(self) -> None:
-        if self.timeout is not None and self.timeout < timedelta(minutes=1):
-            raise ValidationError({"timeout": "A level must wait at least one minute."})
-        if self.reminder_interval is not None and self.timeout is not None:
-            if self.reminder_interval < timedelta(minutes=1):
-                raise ValidationError({"reminder_interval": "Reminders can be at most one a minute."})
-            if self.reminder_interval >= self.timeout:
-                raise ValidationError({"reminder_interval": "A reminder must come before the level times out."})
-            if self.timeout / self.reminder_interval > 50:
-                raise ValidationError(
-                    {"reminder_interval": "At most 50 reminders per level: choose a longer interval."}
-                )
+        errors = level_timing_errors(self.timeout, self.reminder_interval)
+        if "reminder" in errors:
+            errors["reminder_interval"] = errors.pop("reminder")
+        if errors:
+            raise ValidationError(errors)
+
+
+def assigned_to(user_pk: int) -> Q:
+    """Assignments that reach a user: directly, through a group, or as today's delegate of
+    someone out of office. The one rule for the inbox and for the workflow's eligibility check."""
+    delegators = Delegation.objects.active_on(timezone.localdate()).filter(delegate=user_pk).values("user")
+    return (
+        Q(user=user_pk)
+        | Q(group__in=Group.objects.filter(user=user_pk))
+        | Q(user__in=delegators)
+        | Q(group__in=Group.objects.filter(user__in=delegators))
+    )
+
+
+def level_timing_errors(timeout: timedelta | None, reminder: timedelta | None) -> dict[str, str]:
+    """The rules for a level's timeout and reminder, shared by the editor's form and the admin."""
+    errors = {}
+    if timeout is not None and timeout < timedelta(minutes=1):
+        errors["timeout"] = "A level must wait at least one minute."
+    if reminder is not None and timeout is not None:
+        if reminder >= timeout:
+            errors["reminder"] = "A reminder must come before the level escalates."
+        elif timeout / reminder > 50:
+            errors["reminder"] = "At most 50 reminders per level: choose a longer interval."
+    return errors
 
 
 class TaskQuerySet(models.QuerySet["ApprovalTask"]):
@@ -97,15 +116,7 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         """Tasks assigned to the user or one of their groups, at any level so far."""
         if not user.is_authenticated:
             return self.none()
-        # Whoever is out of office today and named this user as delegate.
-        delegators = Delegation.objects.active_on(timezone.localdate()).filter(delegate=user.pk).values("user")
-        assigned = TaskAssignment.objects.filter(task=OuterRef("pk")).filter(
-            Q(user=user.pk)
-            | Q(group__in=Group.objects.filter(user=user.pk))
-            | Q(user__in=delegators)
-            | Q(group__in=Group.objects.filter(user__in=delegators))
-        )
-        return self.filter(Exists(assigned))
+        return self.filter(Exists(TaskAssignment.objects.filter(assigned_to(user.pk), task=OuterRef("pk"))))
 
     def pending(self) -> TaskQuerySet:
         return self.filter(status=ApprovalTask.Status.PENDING)

@@ -35,6 +35,7 @@ from approvals.models import (
     PolicyVersion,
     RoutingRule,
     TaskAssignment,
+    assigned_to,
 )
 from workflows import client as temporal
 from workflows.types import (
@@ -530,17 +531,7 @@ def check_eligibility(*, workflow_id: str, username: str, level: int) -> tuple[b
 
 
 def _assigned_up_to(task: ApprovalTask, user: User, level: int) -> bool:
-    delegators = Delegation.objects.active_on(timezone.localdate()).filter(delegate=user).values("user")
-    return (
-        task.assignments.filter(level__lte=level)
-        .filter(
-            Q(user=user)
-            | Q(group__in=user.groups.all())
-            | Q(user__in=delegators)
-            | Q(group__in=Group.objects.filter(user__in=delegators))
-        )
-        .exists()
-    )
+    return task.assignments.filter(assigned_to(user.pk), level__lte=level).exists()
 
 
 def _describe(level: LevelSnapshot) -> str:

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-from urllib.parse import quote
-
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AnonymousUser, User
@@ -19,6 +16,7 @@ from django_htmx.middleware import HtmxDetails
 from approvals import services
 from approvals.forms import DecisionForm, RequestForm
 from approvals.models import ApprovalTask, Decision
+from workflows import client as temporal
 
 PAGE_SIZE = 25
 
@@ -151,17 +149,8 @@ def _detail_context(
 
 
 def _temporal_ui_link(request: HttpRequest, task: ApprovalTask) -> str:
-    """The workflow in the Temporal UI, for staff and operators."""
-    user = request.user
-    if not user.has_perm("approvals.view_approvaltask"):
-        return ""
-    base = settings.TEMPORAL_UI_URL
-    host, port = settings.TEMPORAL_ADDRESS.rsplit(":", 1)
-    if not base and host in ("127.0.0.1", "localhost"):
-        base = f"http://{host}:{int(port) + 1000}"  # the dev server's UI, as make run starts it
-    if not base:
-        return ""
-    return f"{base.rstrip('/')}/namespaces/{quote(settings.TEMPORAL_NAMESPACE)}/workflows/{quote(task.workflow_id)}"
+    """The workflow in the Temporal UI, for operators and admins."""
+    return temporal.temporal_ui_url(task.workflow_id) if request.user.has_perm("approvals.view_approvaltask") else ""
 
 
 def _closed_message(task: ApprovalTask) -> str:

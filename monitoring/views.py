@@ -208,17 +208,6 @@ def _row_json(row: Execution) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def temporal_ui_url(workflow_id: str, run_id: str) -> str:
-    base = settings.TEMPORAL_UI_URL
-    host, port = settings.TEMPORAL_ADDRESS.rsplit(":", 1)
-    if not base and host in ("127.0.0.1", "localhost"):
-        base = f"http://{host}:{int(port) + 1000}"  # the dev server's UI, as make run starts it
-    if not base:
-        return ""
-    namespace = quote(settings.TEMPORAL_NAMESPACE, safe="")
-    return f"{base.rstrip('/')}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}/{quote(run_id)}/history"
-
-
 @operators_only
 @require_GET
 def execution_detail(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
@@ -247,7 +236,7 @@ def _detail_context(request: HttpRequest, workflow_id: str, run_id: str) -> dict
     context: dict[str, Any] = {
         "workflow_id": workflow_id, "run_id": run_id, "detail": None, "down": "", "missing": False,
         "row": Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).first(),
-        "temporal_url": temporal_ui_url(workflow_id, run_id), "can_act": can_act(request.user),
+        "temporal_url": temporal.temporal_ui_url(workflow_id, run_id), "can_act": can_act(request.user),
         "fold_at": FOLD_AT, "audit": ActionLog.objects.filter(workflow_id=workflow_id, run_id=run_id)[:20],
         **_snapshot_context(),
     }  # fmt: skip

@@ -12,15 +12,14 @@ import weakref
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from temporalio.client import Client, TLSConfig, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, TLSConfig, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
-
-from workflows.types import ApprovalResult
 
 T = TypeVar("T")
 RPC_TIMEOUT = timedelta(seconds=5)
@@ -167,26 +166,6 @@ async def workflow_closed(*, workflow_id: str) -> bool:
     return await call(check)
 
 
-async def wait_for_result(*, workflow_id: str, seconds: float) -> ApprovalResult | None:
-    """The workflow's result if it finishes within ``seconds``, else None."""
-
-    async def result(client: Client) -> ApprovalResult | None:
-        handle = client.get_workflow_handle(workflow_id, result_type=ApprovalResult)
-        try:
-            return await asyncio.wait_for(handle.result(rpc_timeout=timedelta(seconds=seconds + 1)), seconds)
-        except (TimeoutError, WorkflowFailureError):
-            return None
-
-    return await call(result)
-
-
-async def query_status(*, workflow_id: str) -> dict[str, Any]:
-    async def query(client: Client) -> dict[str, Any]:
-        return await client.get_workflow_handle(workflow_id).query("status", rpc_timeout=RPC_TIMEOUT)
-
-    return await call(query)
-
-
 async def ping() -> None:
     """Raise ``TemporalUnavailable`` unless the server answers."""
 
@@ -194,6 +173,21 @@ async def ping() -> None:
         await client.service_client.check_health(timeout=RPC_TIMEOUT)
 
     await call(check)
+
+
+def temporal_ui_url(workflow_id: str, run_id: str = "") -> str:
+    """The execution in the Temporal UI: TEMPORAL_UI_URL, or the dev server's UI that make run
+    starts (frontend port + 1000); empty when neither applies."""
+    base = settings.TEMPORAL_UI_URL
+    host, port = settings.TEMPORAL_ADDRESS.rsplit(":", 1)
+    if not base and host in ("127.0.0.1", "localhost"):
+        base = f"http://{host}:{int(port) + 1000}"
+    if not base:
+        return ""
+    path = f"namespaces/{quote(settings.TEMPORAL_NAMESPACE, safe='')}/workflows/{quote(workflow_id, safe='')}"
+    if run_id:
+        path += f"/{quote(run_id, safe='')}/history"
+    return f"{base.rstrip('/')}/{path}"
 
 
 def run(coro_fn: Callable[..., Awaitable[T]], **kwargs: Any) -> T:

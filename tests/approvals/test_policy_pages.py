@@ -250,3 +250,36 @@ def test_a_delegation_with_its_dates_reversed_is_refused(client: Client, cast: d
         "ends_on": date.today() - timedelta(days=1)})  # fmt: skip
     assert response.status_code == 422 and "The last day comes after the first." in response.content.decode()
     assert not Delegation.objects.exists()
+
+
+def test_a_save_in_the_django_admin_is_a_version_and_stales_open_editor_forms(
+    client: Client, cast: dict[str, Any]
+) -> None:
+    from django.contrib.admin.sites import site
+    from django.test import RequestFactory
+
+    policy = Policy.objects.get(slug="standard")
+    current_version(policy)  # version 1, as the seed left it
+    opened_at = policy.revision  # an editor form opened now
+    request = RequestFactory().post("/admin/")
+    request.user = cast["admin"]
+    admin = site._registry[Policy]
+    policy.name = "Renamed in admin"
+    admin.save_model(request, policy, form=None, change=True)
+    admin.save_related(request, type("Form", (), {"instance": policy, "save_m2m": lambda self: None})(), [], True)
+    assert current_version(policy).changes == ["Name: Standard → Renamed in admin"]
+    response = as_user(client, cast["admin"]).post(
+        reverse("approvals:policy_edit", args=[policy.pk]), policy_post(slug="standard", revision=opened_at)
+    )
+    assert response.status_code == 422 and "after you opened it" in response.content.decode()
+
+
+def test_the_admin_checks_a_level_with_the_editors_rules(cast: dict[str, Any]) -> None:
+    from django.core.exceptions import ValidationError
+
+    from approvals.models import PolicyLevel
+
+    level = PolicyLevel(policy=Policy.objects.get(slug="standard"), order=9, timeout=timedelta(hours=1),
+                        reminder_interval=timedelta(minutes=1))  # fmt: skip
+    with pytest.raises(ValidationError, match="At most 50 reminders per level"):
+        level.clean()

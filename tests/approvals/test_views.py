@@ -288,3 +288,14 @@ def test_staff_and_operators_get_a_link_to_the_workflow_in_the_temporal_ui(
     assert link in client.get(reverse("approvals:detail", args=[task.pk])).content.decode()
     login(client, cast["bob"])
     assert "Temporal UI" not in client.get(reverse("approvals:detail", args=[task.pk])).content.decode()
+
+
+def test_the_temporal_ui_link_quotes_odd_workflow_ids(settings: Any) -> None:
+    from workflows.client import temporal_ui_url
+
+    settings.TEMPORAL_UI_URL = ""
+    settings.TEMPORAL_ADDRESS = "127.0.0.1:7300"
+    assert temporal_ui_url("order/7 ?x") == "http://127.0.0.1:8300/namespaces/default/workflows/order%2F7%20%3Fx"
+    assert temporal_ui_url("w", "r-1").endswith("/workflows/w/r-1/history")
+    settings.TEMPORAL_ADDRESS = "temporal.internal:7233"
+    assert temporal_ui_url("w") == ""
