@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -111,22 +112,49 @@ def level_timing_errors(timeout: timedelta | None, reminder: timedelta | None) -
     return errors
 
 
+@dataclass(frozen=True)
+class InboxCounts:
+    pending: int
+    overdue: int
+    capped: bool  # there are more than ``pending``
+
+    def __str__(self) -> str:
+        return f"{self.pending}+" if self.capped else str(self.pending)
+
+
 class TaskQuerySet(models.QuerySet["ApprovalTask"]):
     def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> TaskQuerySet:
         """Tasks assigned to the user or one of their groups, at any level so far."""
         if not user.is_authenticated:
             return self.none()
-        return self.filter(Exists(TaskAssignment.objects.filter(assigned_to(user.pk), task=OuterRef("pk"))))
+        return self.filter(pk__in=TaskAssignment.objects.filter(assigned_to(user.pk)).values("task_id"))
 
     def pending(self) -> TaskQuerySet:
         return self.filter(status=ApprovalTask.Status.PENDING)
 
-    def inbox_order(self) -> TaskQuerySet:
+    def inbox_order(self, *, pending_only: bool = False) -> TaskQuerySet:
+        """Pending first, soonest due first. Pending alone is ordered by (due_at, id) only, which the
+        (status, due_at, id) index serves in order: the first page reads 25 rows, not all of them."""
+        if pending_only:
+            return self.order_by("due_at", "pk")
         return self.order_by(
             models.Case(models.When(status="pending", then=0), default=1),
             models.F("due_at").asc(nulls_last=True),
             "-created_at",
         )
+
+    def inbox_counts(self) -> InboxCounts:
+        """Pending and overdue tasks in one query that reads at most ``INBOX_COUNT_CAP + 1`` rows.
+
+        Exact counts cost a scan of every visible task; above the cap the inbox says "1000+"
+        instead (as mail clients do), so the page costs the same with 100 or 100,000 tasks.
+        Overdue tasks come first in due order, so counting them within the same window is exact
+        up to the cap too.
+        """
+        now, cap = timezone.now(), settings.INBOX_COUNT_CAP
+        window = self.pending().order_by("due_at", "pk")[: cap + 1]
+        figures = window.aggregate(pending=models.Count("pk"), overdue=models.Count("pk", filter=Q(due_at__lt=now)))
+        return InboxCounts(min(figures["pending"], cap), min(figures["overdue"], cap), figures["pending"] > cap)
 
 
 class ApprovalTask(models.Model):
@@ -171,7 +199,7 @@ class ApprovalTask(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "due_at"], name="task_status_due")]
+        indexes = [models.Index(fields=["status", "due_at", "id"], name="task_status_due_id")]
 
     def __str__(self) -> str:
         return self.title

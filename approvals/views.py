@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AnonymousUser, User
@@ -8,17 +11,35 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils import timezone
+from django.utils.functional import cached_property
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from approvals import services
 from approvals.forms import DecisionForm, RequestForm
-from approvals.models import ApprovalTask, Decision
+from approvals.models import ApprovalTask, Decision, InboxCounts
 from workflows import client as temporal
 
 PAGE_SIZE = 25
+
+
+class CappedPaginator(Paginator):
+    """Counts at most ``INBOX_COUNT_CAP + 1`` rows, so deep inboxes cost what shallow ones do; pages go as
+    far as the cap ("page 3 of 40+"), and a search narrows what lies beyond it."""
+
+    def __init__(self, object_list: Any, per_page: int, *, known: InboxCounts | None = None) -> None:
+        super().__init__(object_list, per_page)
+        if known is None:
+            cap = settings.INBOX_COUNT_CAP
+            seen = object_list[: cap + 1].count()
+            known = InboxCounts(min(seen, cap), 0, seen > cap)
+        self.capped = known.capped
+        self._known = known.pending
+
+    @cached_property
+    def count(self) -> int:
+        return self._known
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -42,13 +63,18 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
     show = request.GET.get("show", "pending")
     query = request.GET.get("q", "").strip()[:200]
     tasks = ApprovalTask.objects.visible_to(request.user)
-    counts = {"pending": tasks.pending().count(), "overdue": tasks.pending().filter(due_at__lt=timezone.now()).count()}
+    counts = tasks.inbox_counts()
+    request.tollgate_pending = counts  # type: ignore[attr-defined]  # the header's badge reuses it
     if show != "all":
         show = "pending"
         tasks = tasks.pending()
     if query:
         tasks = tasks.filter(Q(title__icontains=query) | Q(request_id=query))
-    page = Paginator(tasks.select_related("policy").inbox_order(), PAGE_SIZE).get_page(request.GET.get("page"))
+    known = counts if show == "pending" and not query else None
+    paginator = CappedPaginator(
+        tasks.select_related("policy").inbox_order(pending_only=show == "pending"), PAGE_SIZE, known=known
+    )
+    page = paginator.get_page(request.GET.get("page"))
     context = {"page": page, "counts": counts, "show": show, "query": query}
     template = "approvals/inbox.html#rows" if request.htmx and not request.htmx.boosted else "approvals/inbox.html"
     return render(request, template, context)

@@ -230,6 +230,8 @@ TOLLGATE_WORKER_THREADS = env_int("TOLLGATE_WORKER_THREADS", 16, minimum=1)
 TOLLGATE_OUTBOX_INTERVAL_SECONDS = env_int("TOLLGATE_OUTBOX_INTERVAL_SECONDS", 5, minimum=1)
 
 # Monitoring: a snapshot of visibility refreshed by a Temporal schedule.
+# Inbox counts stop at this many ("1000+"), so a deep inbox costs what a shallow one does.
+INBOX_COUNT_CAP = env_int("INBOX_COUNT_CAP", 1000, minimum=25)
 MONITORING_REFRESH_SECONDS = env_int("MONITORING_REFRESH_SECONDS", 30, minimum=5)
 MONITORING_RUNNING_LIMIT = env_int("MONITORING_RUNNING_LIMIT", 1000, minimum=1)
 MONITORING_DESCRIBE_LIMIT = env_int("MONITORING_DESCRIBE_LIMIT", 50)

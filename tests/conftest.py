@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from approvals import demo
 from approvals.models import ApprovalTask, Policy, PolicyLevel, TaskAssignment
@@ -117,6 +118,7 @@ def pending_task(
         request_id=token,
         title=title,
         status=ApprovalTask.Status.PENDING,
+        due_at=timezone.now() + timedelta(days=1),  # the register activity always sets one
         requested_by=requester.username if requester else "system",
         requester=requester,
         payload=payload or {},

@@ -146,6 +146,32 @@ def test_inbox_queries_do_not_grow_with_the_number_of_tasks(client: Client, cast
     assert queries() == few
 
 
+def test_inbox_counts_stop_at_the_cap_and_say_so(client: Client, cast: dict[str, Any], settings: Any) -> None:
+    """Above INBOX_COUNT_CAP the counts read "N+" and paging stops there; at the cap they are exact."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.INBOX_COUNT_CAP = 30
+    login(client, cast["bob"])
+    for n in range(30):
+        pending_task(f"Task {n:02d}", requester=cast["alice"])
+    ApprovalTask.objects.filter(title__in=["Task 05", "Task 07"]).update(due_at=timezone.now() - timedelta(hours=1))
+    page = client.get(reverse("approvals:inbox")).content.decode()
+    assert "<strong>30</strong> pending" in page and '<strong class="overdue">2</strong> overdue' in page
+    assert page.index("Task 05") < page.index("Task 07") < page.index("Task 00")  # overdue first, then by due
+    assert "Page 1 of 2</span>" in page
+    for n in range(30, 35):
+        pending_task(f"Task {n:02d}", requester=cast["alice"])
+    page = client.get(reverse("approvals:inbox")).content.decode()
+    assert "<strong>30+</strong> pending" in page and "Page 1 of 2+</span>" in page
+    assert '<span class="badge" id="pending-count">30+</span>' in page
+    last = client.get(reverse("approvals:inbox"), {"page": 2}).content.decode()
+    assert "Search to reach the rest." in last
+    found = client.get(reverse("approvals:inbox"), {"q": "Task 34"}).content.decode()
+    assert "Task 34" in found and "Page" not in found
+
+
 def test_payload_html_is_escaped_and_long_values_are_folded(client: Client, cast: dict[str, Any]) -> None:
     task = pending_task(
         "<img src=x onerror=alert(1)>",
