@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: run test lint format migrate worker web clean
+.PHONY: run test bench lint format migrate worker web clean
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
+
+# Every benchmark, one after the other; QUICK=1 for small sizes (under 5 minutes). Writes BENCHMARKS.md.
+bench: $(STAMP)
+	$(PY) bench/run.py $(if $(QUICK),--quick,)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

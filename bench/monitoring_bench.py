@@ -188,6 +188,8 @@ def main() -> None:
             "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_ALLOW_ASYNC_UNSAFE": "true",
             "TOLLGATE_LOG_LEVEL": "WARNING", "DJANGO_ALLOWED_HOSTS": "testserver",
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}", "MONITORING_MAX_CLOSED_PER_REFRESH": "200000",
+            "DJANGO_DEBUG": "false", "DJANGO_SECURE_COOKIES": "false",
+            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "monitoring-bench-" + "x" * 40),
         })  # fmt: skip
         import django
 
