@@ -18,9 +18,11 @@ def can_monitor(user: User | AnonymousUser) -> bool:
     """Members of the operators group, or anyone with ``monitoring.view_monitoring``."""
     if not user.is_authenticated or not user.is_active:
         return False
-    if user.has_perm("monitoring.view_monitoring"):
-        return True
-    return user.groups.filter(name=OPERATORS_GROUP).exists()
+    known: bool | None = getattr(user, "_tollgate_can_monitor", None)  # asked again by the layout's nav
+    if known is None:
+        known = user.has_perm("monitoring.view_monitoring") or user.groups.filter(name=OPERATORS_GROUP).exists()
+        setattr(user, "_tollgate_can_monitor", known)  # noqa: B010  # on this request's user object only
+    return known
 
 
 def can_act(user: User | AnonymousUser) -> bool:
