@@ -36,7 +36,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "cpu": cpu or platform.processor(), "cores": os.cpu_count(), "ram_gib": round(kib / 2**20, 1),
         "python": platform.python_version(), "django": version("django"), "temporalio": version("temporalio"),
-        "temporal_cli": cli, "platform": platform.platform(),
+        "temporal_cli": cli, "os": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()],
     }  # fmt: skip
 
 

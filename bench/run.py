@@ -67,7 +67,8 @@ def table(results: list[dict[str, Any]], quick: bool) -> str:
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `make bench{' QUICK=1' if quick else ''}`"
         f" ({'quick sizes' if quick else 'full sizes'}).",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB; {machine['platform']}.",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB; {machine['os']};"
+        f" load average {machine['load_average']} when the table was written.",
         f"Versions: Python {machine['python']}, Django {machine['django']}, temporalio {machine['temporalio']},"
         f" {machine['temporal_cli']}.",
         "",
