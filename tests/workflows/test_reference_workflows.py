@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
 from tests.conftest import DevServer, WorkerThread, eventually, run_async, workflow_result
+from tests.workflows.conftest import record_history
 from workflows.models import LedgerEntry
 from workflows.reference_activities import charge_payment, release_hold, reserve_inventory
 from workflows.types import LedgerInput
@@ -98,6 +99,8 @@ async def test_a_rejected_large_order_releases_its_reservations_in_reverse_order
         ("release:lamp", True),
         ("release:desk", True),
     ]
+    await record_history(handle, "order-saga-rejected-1")
+    await record_history(child, "order-saga-rejected-approval-child-1")
 
 
 async def test_an_expired_approval_releases_the_reservations(env, queue, cast) -> None:
@@ -359,6 +362,7 @@ async def test_a_rejected_spend_leaves_the_balance_alone(env, queue, cast) -> No
     await child.signal("decide", decision("bob", "reject"))
     balance = await balance_when(handle, lambda b: not b["awaiting_approval"])
     assert (balance["balance"], balance["recent"][-1]["detail"]) == (1000, "approval rejected")
+    await record_history(handle, "team-budget-rejected-spend-1")
 
 
 async def test_it_continues_as_new_after_n_spends_carrying_its_state(env, queue, cast) -> None:
