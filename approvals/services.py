@@ -312,6 +312,9 @@ def register_task(*, data: RegisterTaskInput) -> ApprovalTask:
         task.request_type = request.request_type
         task.policy_version = data.policy.version or None
         task.required_approvals = data.policy.levels[0].required_approvals
+        task.parent_workflow_id = data.parent_workflow_id
+        task.parent_run_id = data.parent_run_id
+        task.parent_workflow_type = data.parent_workflow_type
         task.save()
         started = _when(data.started_at)
         _assign(task, 1, data.policy.levels[0], at=started)
