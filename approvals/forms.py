@@ -263,8 +263,13 @@ class StartForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        data["input"] = {name: data[name] for name in self.fields if data.get(name) not in (None, "", False)}
+        data["input"] = {name: data[name] for name in self.fields if _given(data.get(name))}
         return data
+
+
+def _given(value: Any) -> bool:
+    """Blanks and unticked boxes are left out, so the workflow's defaults apply; 0 is a value."""
+    return value is not None and value is not False and value != ""
 
 
 def _positive(**kwargs: Any) -> forms.FloatField:
