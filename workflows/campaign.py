@@ -15,9 +15,11 @@ into at most ``fan_out_limit`` contiguous shares and starts one sub-campaign
 N approvers is a tree of depth ceil(log_limit(N)); its leaves are approvals.
 
 History cost, measured (bench/campaign_bench.py, dev server, 1,000 approvers
-with limit 1,000, a 1 KB payload): see the README's campaign section for the
-figures. The payload is capped at 4 KB of JSON (``MAX_CAMPAIGN_PAYLOAD``), so a
-full parent stays far below Temporal's 50 MB / 50,000 event limits.
+with limit 1,000, a 1 KB payload, cancelled at the end): 8,984 events, 2.82 MB,
+of which the 1,000 child start events were 1.48 MB. The payload is capped at
+4 KB of JSON (``MAX_CAMPAIGN_PAYLOAD``), so a full parent stays near 6 MB and
+under 10,000 events: below Temporal's warnings (10 MB, 10,240 events), far
+below its limits (50 MB, 51,200 events), with no need to continue as new.
 
 Progress. The ``progress`` query returns the counts of this workflow's children
 that have ended. A sub-campaign's outcomes are added when it ends (its own
