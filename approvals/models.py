@@ -192,6 +192,11 @@ class ApprovalTask(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     comment = models.TextField(blank=True)
     start_error = models.TextField(blank=True)
+    # Set when the approval runs as a child workflow (a saga, budget, campaign, pipeline);
+    # blank for stand-alone requests and rows from before parents were recorded.
+    parent_workflow_id = models.CharField(max_length=1000, blank=True)
+    parent_run_id = models.CharField(max_length=64, blank=True)
+    parent_workflow_type = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

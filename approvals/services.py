@@ -38,6 +38,7 @@ from approvals.models import (
     assigned_to,
 )
 from workflows import client as temporal
+from workflows.starts import Start, build_start
 from workflows.types import (
     Approvers,
     CompleteTaskInput,
@@ -312,6 +313,9 @@ def register_task(*, data: RegisterTaskInput) -> ApprovalTask:
         task.request_type = request.request_type
         task.policy_version = data.policy.version or None
         task.required_approvals = data.policy.levels[0].required_approvals
+        task.parent_workflow_id = data.parent_workflow_id
+        task.parent_run_id = data.parent_run_id
+        task.parent_workflow_type = data.parent_workflow_type
         task.save()
         started = _when(data.started_at)
         _assign(task, 1, data.policy.levels[0], at=started)
@@ -652,6 +656,30 @@ def start_task_workflow(*, task_id: int) -> bool:
     if run_id:
         ApprovalTask.objects.filter(pk=task.pk, run_id="").update(run_id=run_id)
     return True
+
+
+# ---- web and CLI side: reference workflows ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartedWorkflow:
+    start: Start
+    run_id: str
+
+    @property
+    def temporal_url(self) -> str:
+        return temporal.temporal_ui_url(self.start.workflow_id, self.run_id)
+
+
+def start_reference_workflow(*, kind: str, data: dict[str, Any], requested_by: str) -> StartedWorkflow:
+    """Check the input (``InputError`` names the field), then start the workflow by type name.
+    Raises ``temporal.TemporalUnavailable``, ``temporal.WorkflowExists`` or ``temporal.TemporalError``."""
+    start = build_start(kind, data, requested_by=requested_by)
+    run_id = temporal.run(
+        temporal.start_workflow, workflow_type=start.workflow_type, workflow_id=start.workflow_id, input=start.input
+    )
+    log.info("started %s %s (run %s) for %s", start.workflow_type, start.workflow_id, run_id, requested_by)
+    return StartedWorkflow(start, run_id)
 
 
 # ---- web side: decisions ------------------------------------------------------------

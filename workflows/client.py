@@ -123,6 +123,34 @@ async def start_approval(*, workflow_id: str, request: dict[str, Any]) -> str:
     return await call(start)
 
 
+class WorkflowExists(TemporalError):
+    """A workflow with that id exists (running or closed); ids are not reused."""
+
+
+async def start_workflow(*, workflow_type: str, workflow_id: str, input: dict[str, Any]) -> str:
+    """Start any workflow by its type name on the approvals task queue; returns the run id.
+
+    The web side never imports workflow classes: a type written elsewhere (the
+    deployment pipeline) starts the same way. An id is never reused, so a second
+    order 42 is refused instead of meeting the first one's ledger rows."""
+
+    async def start(client: Client) -> str:
+        try:
+            handle = await client.start_workflow(
+                workflow_type,
+                input,
+                id=workflow_id,
+                task_queue=settings.TEMPORAL_TASK_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        except WorkflowAlreadyStartedError:
+            raise WorkflowExists(f"a workflow with id {workflow_id!r} already exists") from None
+        return handle.result_run_id or ""
+
+    return await call(start)
+
+
 async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:
     async def signal(client: Client) -> None:
         handle = client.get_workflow_handle(workflow_id)

@@ -24,3 +24,8 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order_id} {self.action}"
+
+    @property
+    def is_compensation(self) -> bool:
+        """Written by the saga's unwinding: a release of reserved stock or a refund."""
+        return self.action.startswith("release:") or self.action == "refund"

@@ -28,6 +28,7 @@ from temporalio.exceptions import (
 )
 
 from workflows.types import (
+    PARENT_TYPE_MEMO,
     ApprovalResult,
     BudgetInput,
     InputError,
@@ -91,7 +92,7 @@ class OrderSagaWorkflow:
                 # Cancelled through Temporal: undo what was done, then end as cancelled.
                 await self._unwind(order, "cancelled", approval)
                 raise
-            return await self._unwind(order, "failed", approval, error=_message(exc))
+            return await self._unwind(order, "failed", approval, error=failure_message(exc))
         return OrderResult(order.order_id, "confirmed", self._done, [], approval)
 
     async def _step(self, activity: str, data: LedgerInput, *, held: bool = False) -> None:
@@ -118,6 +119,7 @@ class OrderSagaWorkflow:
             id=f"approval-order-{order.order_id}",
             task_queue=order.approvals_queue or workflow.info().task_queue,
             result_type=ApprovalResult,
+            memo={PARENT_TYPE_MEMO: "OrderSagaWorkflow"},  # not a command: replay-safe
         )
 
     async def _unwind(
@@ -226,9 +228,10 @@ class TeamBudgetWorkflow:
                 id=f"approval-budget-{team}-{spend.spend_id}",
                 task_queue=self._state.approvals_queue or workflow.info().task_queue,
                 result_type=ApprovalResult,
+                memo={PARENT_TYPE_MEMO: "TeamBudgetWorkflow"},
             )
         except ChildWorkflowError as exc:
-            self._record("refused", spend, detail=f"approval failed: {_message(exc)}")
+            self._record("refused", spend, detail=f"approval failed: {failure_message(exc)}")
         else:
             if result.outcome != "approved":
                 self._record("refused", spend, detail=f"approval {result.outcome}")
@@ -273,7 +276,8 @@ class TeamBudgetWorkflow:
         }
 
 
-def _message(exc: BaseException) -> str:
+def failure_message(exc: BaseException) -> str:
+    """The innermost cause's message: what actually went wrong in a child or activity."""
     cause = exc.cause if isinstance(exc, FailureError) else None
     while isinstance(cause, FailureError) and cause.cause is not None:
         cause = cause.cause

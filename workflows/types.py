@@ -16,6 +16,9 @@ OUTCOMES = ("approved", "rejected", "expired", "cancelled")
 FINAL_ACTIONS = {"expire": "expired", "approve": "approved", "reject": "rejected"}
 DECISIONS = {"approve": "approved", "reject": "rejected"}
 MAX_TEXT = 10_000
+# Memo key a parent sets on a child ApprovalWorkflow so the task page can name the parent's
+# type (``workflow.info().parent`` carries only its id and run id). Optional: any parent works.
+PARENT_TYPE_MEMO = "parent_type"
 
 
 class InputError(ValueError):
@@ -253,6 +256,11 @@ class RegisterTaskInput:
     policy: PolicySnapshot
     started_at: str
     due_at: str
+    # When the approval runs as a child workflow (a saga, a budget, a campaign, a pipeline):
+    # ``workflow.info().parent``, and the parent's type when it put it in the memo.
+    parent_workflow_id: str = ""
+    parent_run_id: str = ""
+    parent_workflow_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -499,3 +507,80 @@ class BudgetInput:
             seen=[str(key) for key in seen],
             recent=[entry for entry in recent if isinstance(entry, dict)],
         )
+
+
+MAX_CAMPAIGN_PAYLOAD = 4_000  # bytes of JSON: copied into every child's start event (see workflows/campaign.py)
+MAX_REJECTIONS = 50  # rejecters (and failures) a campaign's result lists; the counts cover everyone
+
+
+@dataclass(frozen=True)
+class CampaignInput:
+    """Input of ``ApprovalCampaignWorkflow``; a sub-campaign gets the same shape with its
+    share of the approvers and ``part`` set (e.g. "2.1"): the campaign id stays the root's."""
+
+    campaign_id: str
+    title: str
+    approvers: list[str]
+    requested_by: str = ""
+    description: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    policy: str = ""
+    fan_out_limit: int = 500
+    approvals_queue: str = ""
+    part: str = ""  # "" for the campaign itself
+
+    @classmethod
+    def parse(cls, raw: Any) -> CampaignInput:
+        if not isinstance(raw, dict):
+            raise InputError("input", f"must be a JSON object, got {type(raw).__name__}")
+        approvers = raw.get("approvers")
+        if not isinstance(approvers, list) or not approvers:
+            raise InputError("approvers", "must be a non-empty list of usernames")
+        unique: list[str] = []  # first-seen order, so the tree's shape follows the caller's list
+        for number, name in enumerate(approvers):
+            if not isinstance(name, str) or not name.strip() or len(name.strip()) > 150:
+                raise InputError(f"approvers[{number}]", "must be a username (1 to 150 characters)")
+            if name.strip() not in unique:
+                unique.append(name.strip())
+        payload = raw.get("payload") or {}
+        if not isinstance(payload, dict):
+            raise InputError("payload", f"must be a JSON object, got {type(payload).__name__}")
+        encoded = json.dumps(payload)
+        if "\\u0000" in encoded:
+            raise InputError("payload", "must not contain NUL characters")
+        if len(encoded) > MAX_CAMPAIGN_PAYLOAD:
+            raise InputError(
+                "payload", f"must be at most {MAX_CAMPAIGN_PAYLOAD} bytes of JSON (each approver gets a copy)"
+            )
+        limit = raw.get("fan_out_limit", 500)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 2 <= limit <= 1000:
+            raise InputError("fan_out_limit", "must be a whole number from 2 to 1000")
+        requested_by = _string(raw, "requested_by", required=False, max_length=150)
+        if requested_by and requested_by in unique:
+            raise InputError("approvers", f"must not include the requester {requested_by!r} (four-eyes rule)")
+        part = _string(raw, "part", required=False, max_length=200)
+        if part and not all(piece.isdigit() for piece in part.split(".")):
+            raise InputError("part", "must be dot-separated numbers (set by the parent campaign)")
+        return cls(
+            campaign_id=_string(raw, "campaign_id", required=True, max_length=100),
+            title=_string(raw, "title", required=True, max_length=300),
+            approvers=unique,
+            requested_by=requested_by,
+            description=_string(raw, "description", required=False),
+            payload=payload,
+            policy=_string(raw, "policy", required=False, max_length=100),
+            fan_out_limit=limit,
+            approvals_queue=_string(raw, "approvals_queue", required=False, max_length=200),
+            part=part,
+        )
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    campaign_id: str
+    status: str  # completed | cancelled
+    total: int
+    counts: dict[str, int]  # approved, rejected, expired, cancelled, failed
+    rejections: list[dict[str, Any]]  # {"user", "comment", "decided_at"}, the first MAX_REJECTIONS
+    failures: list[dict[str, Any]]  # {"user", "error"}: children that failed (unknown user, bad policy...)
+    part: str = ""

@@ -33,13 +33,20 @@ from temporalio.worker import (
 )
 
 from workflows import activities, reference_activities
+from workflows.campaign import ApprovalCampaignWorkflow
 from workflows.monitoring_workflows import SNAPSHOT_WORKFLOW, MonitoringSnapshotWorkflow
 from workflows.reference import OrderSagaWorkflow, TeamBudgetWorkflow
 from workflows.types import RefreshSnapshotInput
 from workflows.workflows import ApprovalWorkflow
 
 log = logging.getLogger(__name__)
-WORKFLOWS: Sequence[type] = [ApprovalWorkflow, MonitoringSnapshotWorkflow, OrderSagaWorkflow, TeamBudgetWorkflow]
+WORKFLOWS: Sequence[type] = [
+    ApprovalWorkflow,
+    MonitoringSnapshotWorkflow,
+    OrderSagaWorkflow,
+    TeamBudgetWorkflow,
+    ApprovalCampaignWorkflow,
+]
 SNAPSHOT_SCHEDULE_ID = "tollgate-monitoring-snapshot"
 
 

@@ -22,6 +22,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from workflows.types import (
     DECISIONS,
     FINAL_ACTIONS,
+    PARENT_TYPE_MEMO,
     ApprovalInput,
     ApprovalResult,
     CancelSignal,
@@ -62,6 +63,12 @@ NOTIFY_RETRY = RetryPolicy(
 
 MAX_REMINDERS_PER_LEVEL = 50
 MAX_IGNORED = 100  # kept for the audit trail; a flood of bad signals is not
+
+
+def _parent_type() -> str:
+    """The parent's type, when the parent put it in the memo; any other value is ignored."""
+    value = workflow.memo_value(PARENT_TYPE_MEMO, "")
+    return value[:200] if isinstance(value, str) else ""
 
 
 def _iso(moment: datetime) -> str:
@@ -159,6 +166,8 @@ class ApprovalWorkflow:
         self._level = 1
         self._due_at = started + timedelta(seconds=policy.levels[0].timeout_seconds)
         self._activate_level(policy.levels[0])
+        # Only the activity's argument grows (no new command), so older histories still replay.
+        parent = workflow.info().parent
         await workflow.execute_activity(
             "register_task",
             RegisterTaskInput(
@@ -168,6 +177,9 @@ class ApprovalWorkflow:
                 policy=policy,
                 started_at=_iso(started),
                 due_at=_iso(self._due_at),
+                parent_workflow_id=parent.workflow_id if parent else "",
+                parent_run_id=parent.run_id if parent else "",
+                parent_workflow_type=_parent_type() if parent else "",
             ),
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,

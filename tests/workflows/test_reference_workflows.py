@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -17,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
 from tests.conftest import DevServer, WorkerThread, eventually, run_async, workflow_result
+from tests.workflows.conftest import record_history
 from workflows.models import LedgerEntry
 from workflows.reference_activities import charge_payment, release_hold, reserve_inventory
 from workflows.types import LedgerInput
@@ -97,6 +99,45 @@ async def test_a_rejected_large_order_releases_its_reservations_in_reverse_order
         ("reserve:lamp", False),
         ("release:lamp", True),
         ("release:desk", True),
+    ]
+    await record_history(handle, "order-saga-rejected-1")
+    await record_history(child, "order-saga-rejected-approval-child-1")
+
+
+async def test_an_order_s_task_page_links_the_saga_and_shows_what_was_compensated(env, queue, cast) -> None:
+    from django.test import Client
+    from django.urls import reverse
+
+    handle = await start_order(env, queue, amount=1500)
+    order_id = handle.id.removeprefix("order-")
+    child = await approval_registered(env, order_id)
+    await child.signal("decide", decision("bob", "reject"))
+    assert (await handle.result())["status"] == "rejected"
+    task = await sync_to_async(ApprovalTask.objects.get)(workflow_id=child.id)
+    run_id = (await handle.describe()).run_id
+    assert (task.parent_workflow_id, task.parent_run_id, task.parent_workflow_type) == (
+        handle.id,
+        run_id,
+        "OrderSagaWorkflow",
+    )
+
+    def page(user: str) -> str:
+        client = Client()
+        client.force_login(cast[user])
+        return client.get(reverse("approvals:detail", args=[task.pk])).content.decode()
+
+    operator, approver = await sync_to_async(page)("oscar"), await sync_to_async(page)("bob")
+    assert f"Part of <strong>OrderSagaWorkflow</strong> <code>{handle.id}</code>" in operator
+    assert f'href="{reverse("monitoring:execution", args=[handle.id, run_id])}"' in operator
+    assert f"/workflows/{handle.id}/{run_id}/history" in operator  # the Temporal UI link
+    assert f"Part of <strong>OrderSagaWorkflow</strong> <code>{handle.id}</code>" in approver
+    assert "in monitoring" not in approver  # bob may not open monitoring
+    ledger_rows = re.findall(r"<tr><td><code>([^<]+)</code></td><td>(\d*)</td>.*?<td>([^<]*)</td></tr>", operator, re.S)
+    assert ledger_rows == [
+        ("reserve:desk", "2", ""),
+        ("reserve:lamp", "1", ""),
+        ("release:lamp", "1", "compensated"),
+        ("release:desk", "2", "compensated"),
     ]
 
 
@@ -359,6 +400,7 @@ async def test_a_rejected_spend_leaves_the_balance_alone(env, queue, cast) -> No
     await child.signal("decide", decision("bob", "reject"))
     balance = await balance_when(handle, lambda b: not b["awaiting_approval"])
     assert (balance["balance"], balance["recent"][-1]["detail"]) == (1000, "approval rejected")
+    await record_history(handle, "team-budget-rejected-spend-1")
 
 
 async def test_it_continues_as_new_after_n_spends_carrying_its_state(env, queue, cast) -> None:

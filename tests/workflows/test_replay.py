@@ -1,7 +1,8 @@
-"""Histories recorded from earlier releases replay on the current ApprovalWorkflow.
+"""Histories recorded from earlier releases replay on the current workflow code.
 
 Recorded with ``RECORD_HISTORIES=1 pytest tests/workflows/test_approval_workflow.py``
-(the first set on the release before escalation rules became editable). A
+(the first set on the release before escalation rules became editable) and
+``tests/workflows/test_reference_workflows.py`` (the saga, the budget, the campaign). A
 change that breaks replay breaks every approval still running in production:
 put new logic behind ``workflow.patched()``.
 """
@@ -14,7 +15,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from workflows.workflows import ApprovalWorkflow
+from workflows.worker import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -26,5 +27,5 @@ def test_there_are_recorded_histories() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_a_recorded_history_replays_without_nondeterminism(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    result = await Replayer(workflows=[ApprovalWorkflow]).replay_workflow(history, raise_on_replay_failure=True)
+    result = await Replayer(workflows=list(WORKFLOWS)).replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('approvals', '0002_policy_versions_routing_delegation'),
+        ('approvals', '0003_task_parent_workflow'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
