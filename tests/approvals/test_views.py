@@ -172,6 +172,22 @@ def test_inbox_counts_stop_at_the_cap_and_say_so(client: Client, cast: dict[str,
     assert "Task 34" in found and "Page" not in found
 
 
+def test_header_badge_is_inline_on_the_inbox_and_fetched_on_load_elsewhere(
+    client: Client, cast: dict[str, Any]
+) -> None:
+    pending_task("One", requester=cast["alice"])
+    pending_task("Two", requester=cast["alice"])
+    login(client, cast["bob"])
+    inbox = client.get(reverse("approvals:inbox")).content.decode()
+    assert '<span class="badge" id="pending-count">2</span>' in inbox
+    assert 'hx-trigger="load,' not in inbox
+    elsewhere = client.get(reverse("approvals:my_decisions")).content.decode()
+    assert '<span class="badge" id="pending-count" aria-busy="true"></span>' in elsewhere
+    assert f'hx-get="{reverse("approvals:pending_count")}"' in elsewhere and 'hx-trigger="load,' in elsewhere
+    badge = client.get(reverse("approvals:pending_count")).content.decode()
+    assert badge.strip() == '<span class="badge" id="pending-count">2</span>'
+
+
 def test_payload_html_is_escaped_and_long_values_are_folded(client: Client, cast: dict[str, Any]) -> None:
     task = pending_task(
         "<img src=x onerror=alert(1)>",
