@@ -81,6 +81,21 @@ class SnapshotState(models.Model):
         return (now or timezone.now()) - self.refreshed_at
 
 
+class WindowHealth(models.Model):
+    """The overview's per-type rows for one preset window (1h, 24h, 7d), as the refresh computed them.
+
+    Percentiles over a window sort every completed run in it, so they cost more with more runs: the
+    refresh (a Temporal activity, every 30 s) pays that once, and a page view reads one row.
+    """
+
+    window = models.CharField(max_length=10, unique=True)
+    snapshot_at = models.DateTimeField(help_text="The refresh that computed them.")
+    rows = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"{self.window} at {self.snapshot_at}"
+
+
 class ActionLog(models.Model):
     """Who did what to which workflow, and what Temporal answered."""
 

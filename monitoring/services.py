@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,10 +15,11 @@ from django.db import transaction
 from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from approvals import live
 from approvals.models import ApprovalTask, TaskAssignment
-from monitoring.models import ActionLog, Execution, SnapshotState
+from monitoring.models import ActionLog, Execution, SnapshotState, WindowHealth
 from workflows import client as temporal
 from workflows import visibility
 
@@ -83,6 +84,7 @@ def refresh_snapshot() -> RefreshResult:
             last_running_read=len(changes.running),
             truncated=changes.truncated,
         )
+    store_window_health(now)
     live.monitoring_changed()
     if changes.truncated:
         log.warning("monitoring refresh read its limit of %d closed runs", settings.MONITORING_MAX_CLOSED_PER_REFRESH)
@@ -240,6 +242,34 @@ def type_health(*, start: datetime, end: datetime) -> list[TypeHealth]:
         if not row.latest_failure:
             row.latest_failure, row.latest_failure_at = message, at
     return rows
+
+
+def store_window_health(snapshot_at: datetime) -> None:
+    """Compute each preset window's rows, ending at this refresh, for the overview and /metrics to read."""
+    for name, length in WINDOWS.items():
+        rows = [_row_state(row) for row in type_health(start=snapshot_at - length, end=snapshot_at)]
+        WindowHealth.objects.update_or_create(window=name, defaults={"snapshot_at": snapshot_at, "rows": rows})
+
+
+def window_health(*, window: str, start: datetime, end: datetime, snapshot_at: datetime | None) -> list[TypeHealth]:
+    """The rows the refresh stored for a preset window ending at ``snapshot_at``; any other window
+    (custom, or a snapshot taken before this code stored rows) is computed, once per snapshot."""
+    if window in WINDOWS and snapshot_at is not None and end == snapshot_at:
+        stored = WindowHealth.objects.filter(window=window, snapshot_at=snapshot_at).values_list("rows", flat=True)
+        for rows in stored:
+            return [_row_from_state(state) for state in rows]
+    return cached_type_health(start=start, end=end, snapshot_at=snapshot_at)
+
+
+def _row_state(row: TypeHealth) -> dict[str, Any]:
+    state = asdict(row)
+    state["latest_failure_at"] = row.latest_failure_at.isoformat() if row.latest_failure_at else None
+    return state
+
+
+def _row_from_state(state: dict[str, Any]) -> TypeHealth:
+    at = state.get("latest_failure_at")
+    return TypeHealth(**{**state, "latest_failure_at": parse_datetime(at) if at else None})
 
 
 def cached_type_health(*, start: datetime, end: datetime, snapshot_at: datetime | None) -> list[TypeHealth]:

@@ -88,7 +88,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     state = SnapshotState.current()
     window, start, end = _window(request, state)
     live = services.live_status_counts()
-    rows = services.cached_type_health(start=start, end=end, snapshot_at=state.refreshed_at)
+    rows = services.window_health(window=window, start=start, end=end, snapshot_at=state.refreshed_at)
     context = {
         "window": window, "start": start, "end": end, "live": live, "rows": rows,
         "windows": list(services.WINDOWS), **_snapshot_context(state),
@@ -337,9 +337,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     by_address = request.META.get("REMOTE_ADDR", "") in settings.MONITORING_METRICS_ALLOWED_IPS
     if not (by_token or by_address):
         return HttpResponse("forbidden\n", status=403, content_type="text/plain")
-    now = timezone.now()
-    rows = services.type_health(start=now - timedelta(hours=1), end=now)
     state = SnapshotState.current()
+    end = state.refreshed_at or timezone.now()  # the last hour of the snapshot, as the overview shows it
+    rows = services.window_health(window="1h", start=end - timedelta(hours=1), end=end, snapshot_at=state.refreshed_at)
     lines = []
 
     def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
@@ -356,7 +356,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     metric("tollgate_workflow_failure_rate_last_hour", "gauge", "(failed + timed out) / closed, last hour.", rates)
     metric("tollgate_workflow_duration_p95_seconds", "gauge", "p95 duration of completed runs, last hour.",
            [({"workflow_type": r.workflow_type}, r.p95) for r in rows if r.p95 is not None])  # fmt: skip
-    age = state.age(now)
+    age = state.age()
     metric("tollgate_monitoring_snapshot_age_seconds", "gauge", "Seconds since the snapshot was refreshed.",
            [({}, age.total_seconds())] if age is not None else [])  # fmt: skip
     return HttpResponse("\n".join(lines) + "\n", content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -43,3 +44,48 @@ def test_percentiles_from_the_database_match_nearest_rank_by_hand() -> None:
         assert rows[name].p95 == percentile(values, 95)
     assert rows["A"].failure_rate == 1 / 38 and rows["A"].previous["closed"] == 1
     assert rows["C"].p50 == rows["C"].p99 == expected["C"][0]
+
+
+def test_the_refresh_stores_each_preset_window_and_the_overview_reads_it(client: Any) -> None:
+    """Page views read the rows the refresh computed (one row per window), not the runs; a custom
+    window is computed from the runs; the rows survive the trip through JSON unchanged."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from monitoring.models import SnapshotState, WindowHealth
+    from monitoring.services import store_window_health, window_health
+
+    now = timezone.now()
+    Execution.objects.create(
+        workflow_id="p-1", run_id="r", workflow_type="PaymentWorkflow", status="failed", failure_message="declined",
+        start_time=now - timedelta(minutes=20), close_time=now - timedelta(minutes=10), duration=600,
+    )  # fmt: skip
+    Execution.objects.create(
+        workflow_id="p-2", run_id="r", workflow_type="PaymentWorkflow", status="completed",
+        start_time=now - timedelta(minutes=20), close_time=now - timedelta(minutes=15), duration=300,
+    )  # fmt: skip
+    store_window_health(now)
+    SnapshotState.objects.create(pk=1, refreshed_at=now, close_watermark=now)
+    assert sorted(WindowHealth.objects.values_list("window", flat=True)) == ["1h", "24h", "7d"]
+    stored = window_health(window="1h", start=now - timedelta(hours=1), end=now, snapshot_at=now)
+    computed = type_health(start=now - timedelta(hours=1), end=now)
+    assert [r.as_json() for r in stored] == [r.as_json() for r in computed]
+    assert stored[0].failure_rate == 0.5 and stored[0].latest_failure_at == now - timedelta(minutes=10)
+
+    oscar = get_user_model().objects.create_user("oscar-figures")
+    oscar.groups.add(Group.objects.get_or_create(name="operators")[0])
+    client.force_login(oscar)
+    WindowHealth.objects.filter(window="24h").update(
+        rows=[{**r, "workflow_type": "FromTheRefresh"} for r in WindowHealth.objects.get(window="24h").rows]
+    )
+    page = client.get("/monitoring/", {"window": "24h", "format": "json"}).json()
+    assert [t["workflow_type"] for t in page["types"]] == ["FromTheRefresh"]
+    custom = client.get(
+        "/monitoring/",
+        {"window": "custom", "start": (now - timedelta(days=1)).isoformat(), "end": now.isoformat(), "format": "json"},
+    ).json()
+    assert [t["workflow_type"] for t in custom["types"]] == ["PaymentWorkflow"]
+    # Rows of an older refresh are not served for a newer snapshot.
+    SnapshotState.objects.filter(pk=1).update(refreshed_at=now + timedelta(seconds=30))
+    page = client.get("/monitoring/", {"window": "24h", "format": "json"}).json()
+    assert [t["workflow_type"] for t in page["types"]] == ["PaymentWorkflow"]

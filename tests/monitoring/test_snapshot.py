@@ -15,7 +15,7 @@ from django.utils import timezone
 from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
 
-from monitoring.models import Execution, SnapshotState
+from monitoring.models import Execution, SnapshotState, WindowHealth
 from monitoring.services import refresh_snapshot, retrying_activities, type_health
 from tests.conftest import DevServer, eventually, run_async
 from tests.monitoring.conftest import SampleWorker
@@ -80,6 +80,9 @@ def test_counts_failure_rate_and_percentiles_match_a_known_mix(
     result = refresh_snapshot()
 
     assert result.closed_read == 6 and result.running_read == 1 and result.described == 1
+    refreshed_at = SnapshotState.current().refreshed_at
+    assert refreshed_at is not None
+    assert WindowHealth.objects.filter(snapshot_at=refreshed_at).count() == 3  # 1h, 24h, 7d, for the pages
     statuses = {wid: d.status.name for wid, d in described.items()}
     assert sorted(statuses.values()) == ["COMPLETED"] * 3 + ["FAILED"] * 2 + ["TIMED_OUT"]
     now = timezone.now()

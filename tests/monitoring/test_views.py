@@ -123,7 +123,8 @@ def test_with_temporal_down_every_page_renders_the_last_snapshot_and_says_so(
         response = client.get(url)
         assert response.status_code == 200, url
         html = response.content.decode()
-        assert "refreshed <time" in html and "3m ago" in html, url
+        # The age as people read it; a slow run may see "3m 1s ago" by the last page.
+        assert "refreshed <time" in html and re.search(r">3m( \d+s)? ago<", html), url
     overview = client.get(reverse("monitoring:overview")).content.decode()
     assert "Temporal is unreachable" in overview
     assert "PaymentWorkflow" in overview and "card declined &lt;b&gt;" in overview and "100.0%" in overview
