@@ -224,12 +224,19 @@ def report(results: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) 
         print(f"\n{size} executions in visibility (median of {args.repeat}):")
         base = figures["baseline"]
         print(f"  Temporal UI API, count + first 100:  {base:7.1f} ms")
+        for step, seconds in figures["refresh"]:
+            print(f"  snapshot refresh in the worker, {step:<24} {seconds:7.2f} s")
+            if size == args.executions:
+                rows.append({
+                    "figure": f"snapshot refresh ({step}), {size:,} executions", "value": round(seconds, 2),
+                    "baseline": None, "ratio": None, "unit": "s", "target": "report", "met": None,
+                })  # fmt: skip
         for name in ("overview", "explorer", "overview_cold"):
             ms, rpcs = figures[name]
-            label = {"overview_cold": "overview, first view after a refresh"}.get(name, name)
+            label = {"overview_cold": "overview, custom window, first view"}.get(name, name)
             print(f"  {label:<38} {ms:7.1f} ms   ratio {ms / base:4.2f}   Temporal RPCs per view {rpcs:g}")
             if size == args.executions:
-                judged = name != "overview_cold"  # reported: one view per refresh pays it
+                judged = name != "overview_cold"  # reported: computed from the runs, then cached per snapshot
                 rows.append({
                     "figure": f"{label}, {size:,} executions", "value": round(ms, 2), "baseline": round(base, 2),
                     "ratio": round(ms / base, 3), "unit": "ms", "target": "<= 1.0x" if judged else "report",
@@ -261,10 +268,14 @@ async def measure(ui: str, repeat: int, calls: Counter[str]) -> dict[str, Any]:
 
     from monitoring.services import refresh_snapshot
 
-    await sync_to_async(refresh_snapshot, thread_sensitive=False)()
+    refresh = []
+    for step in ("catching up", "steady state"):
+        began = time.perf_counter()
+        await sync_to_async(refresh_snapshot, thread_sensitive=False)()
+        refresh.append((step, time.perf_counter() - began))
     client = AsyncClient()
     await client.aforce_login(await get_user_model().objects.aget(username="oscar"))
-    figures: dict[str, Any] = {"baseline": await asyncio.to_thread(time_ui, ui, repeat)}
+    figures: dict[str, Any] = {"baseline": await asyncio.to_thread(time_ui, ui, repeat), "refresh": refresh}
     figures["overview"] = await time_page(client, "/monitoring/?window=7d", repeat, calls)
     figures["explorer"] = await time_page(client, "/monitoring/executions/", repeat, calls)
     figures["overview_cold"] = await time_cold_overview(client, repeat, calls)
@@ -272,15 +283,20 @@ async def measure(ui: str, repeat: int, calls: Counter[str]) -> dict[str, Any]:
 
 
 async def time_cold_overview(client: Any, repeat: int, calls: Counter[str]) -> tuple[float, float]:
-    """The first overview after each refresh, which computes the health rows from the snapshot."""
+    """A custom window's first view, which computes its health rows from the runs (preset windows are
+    computed by the refresh); later views of it are cached until the next refresh."""
     from django.core.cache import cache
+    from django.utils import timezone
+
+    end = timezone.now()
+    path = f"/monitoring/?window=custom&start={(end - timedelta(days=7)).isoformat()}&end={end.isoformat()}"
 
     samples = []
     calls.clear()
     for _ in range(repeat):
         await asyncio.to_thread(cache.clear)
         began = time.perf_counter()
-        response = await client.get("/monitoring/?window=7d")
+        response = await client.get(path.replace("+", "%2B"))
         samples.append(time.perf_counter() - began)
         assert response.status_code == 200
     return median_ms(samples), sum(calls.values()) / repeat
