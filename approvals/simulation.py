@@ -431,12 +431,15 @@ class Simulation:
                     self.verdicts[workflow_ids[0]] = self.verdicts.pop(item.key)
             else:
                 workflow_ids = await self._start_reference(item)
-        except temporal.TemporalUnavailable as exc:
-            self._fail(f"lost Temporal at {settings.TEMPORAL_ADDRESS}: {exc}")
-            return
         except (temporal.TemporalError, DatabaseError, ValueError) as exc:
             self.stats.start_failed += 1
-            self.stats.problems.append(f"{item.kind} {item.key}: {exc}")
+            self.stats.problems.append(f"{item.kind} {item.params.get('title') or item.key}: {exc}")
+            # The service keeps a failed request for the relay, whatever went wrong: ask
+            # whether Temporal is still there, and stop rather than fail every start.
+            try:
+                await temporal.ping()
+            except temporal.TemporalError as gone:
+                self._fail(f"lost Temporal at {settings.TEMPORAL_ADDRESS}: {gone}")
             return
         self.stats.started += 1
         self.stats.start_seconds = time.monotonic() - self._first_start

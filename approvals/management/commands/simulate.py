@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from approvals.simulation import Config, Simulation, SimulationError, Stats
 
@@ -27,6 +28,17 @@ def _span(text: str) -> tuple[float, float]:
 
 def _plain(text: str) -> str:
     return text
+
+
+def _quiet_temporal_core() -> None:
+    """While Temporal is away the SDK's core retries every call and logs each retry as a
+    warning; the command says it once instead. Only when this process has no runtime yet
+    (a worker in the same process, as in tests, keeps its own)."""
+    quiet = LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+    try:
+        Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=quiet)))
+    except RuntimeError:
+        pass
 
 
 class Command(BaseCommand):
@@ -137,6 +149,7 @@ class Command(BaseCommand):
         problems = config.problems()
         if problems:
             raise CommandError("; ".join(problems))
+        _quiet_temporal_core()
         tty = self.stderr.isatty()
         self._width = 0
         self._tty = tty
