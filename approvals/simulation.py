@@ -51,14 +51,13 @@ from approvals.models import ApprovalTask, Policy, PolicyLevel
 from workflows import client as temporal
 
 T = TypeVar("T")
-KINDS = ("approval", "order", "budget", "deployment")
 APPROVERS = [username for username, *_ in demo.CAST]  # eligibility decides who may act on a task
 REQUESTERS = ("alice", "dave")
-ORDER_THRESHOLD = 1000  # OrderInput's default approval threshold
-ABOVE_THRESHOLD_SHARE = 0.4
+ABOVE_THRESHOLD_SHARE = 0.4  # of orders, above OrderInput's default approval threshold (1000)
 POLL_SECONDS = 0.5  # how often the population looks for new pending tasks
 RETRY_NOBODY_SECONDS = 2.0  # nobody eligible yet (waiting for an escalation): look again after this
 MAX_PARALLEL_STARTS = 16
+MAX_PROBLEMS = 50
 
 
 class SimulationError(Exception):
@@ -118,7 +117,7 @@ class Item:
     """One workflow to start."""
 
     kind: str
-    key: str  # the business key: order_id, deployment_id, team; the request's title for an approval
+    key: str  # the business key: order_id, deployment_id, team; "@<n>" for the n-th approval request
     params: dict[str, Any]
     decide: list[str] = field(default_factory=list)  # approval workflow ids the population decides
     execution_timeout: float | None = None
@@ -151,6 +150,10 @@ class Stats:
     problems: list[str] = field(default_factory=list)
 
     start_seconds: float = 0.0  # from the first start to the latest one done
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:  # the first ones tell the story
+            self.problems.append(text)
 
     @property
     def start_rate(self) -> float:
@@ -433,7 +436,7 @@ class Simulation:
                 workflow_ids = await self._start_reference(item)
         except (temporal.TemporalError, DatabaseError, ValueError) as exc:
             self.stats.start_failed += 1
-            self.stats.problems.append(f"{item.kind} {item.params.get('title') or item.key}: {exc}")
+            self.stats.problem(f"{item.kind} {item.params.get('title') or item.key}: {exc}")
             # The service keeps a failed request for the relay, whatever went wrong: ask
             # whether Temporal is still there, and stop rather than fail every start.
             try:
@@ -553,7 +556,7 @@ class Simulation:
             try:
                 pending = await self._db(self._pending, waiting) if waiting else []
             except DatabaseError as exc:
-                self.stats.problems.append(f"reading the inbox: {exc}")
+                self.stats.problem(f"reading the inbox: {exc}")
                 pending = []
             now = time.monotonic()
             for pk, workflow_id in pending:
@@ -576,7 +579,7 @@ class Simulation:
             state, user, choice = await self._db(self._decide_in_thread, pk, self._verdict_of[pk])
         except DatabaseError as exc:
             state, user, choice = "error", "", ""
-            self.stats.problems.append(f"deciding task {pk}: {exc}")
+            self.stats.problem(f"deciding task {pk}: {exc}")
         if state in ("applied", "delivered"):
             self.stats.decided += 1
             self.stats.decisions[choice] += 1
