@@ -584,3 +584,101 @@ class CampaignResult:
     rejections: list[dict[str, Any]]  # {"user", "comment", "decided_at"}, the first MAX_REJECTIONS
     failures: list[dict[str, Any]]  # {"user", "error"}: children that failed (unknown user, bad policy...)
     part: str = ""
+
+
+# ---- the deployment pipeline (workflows/pipeline.py) ----------------------------------
+
+FAIL_WITH = ("", "InvalidArtifact")
+MAX_ROLLOUT_SECONDS = 86_400
+
+
+@dataclass(frozen=True)
+class DeploymentInput:
+    deployment_id: str
+    service: str
+    version: str
+    requested_by: str = ""
+    flaky_failures: int = 2  # the build fails this many times before it succeeds
+    fail_with: str = ""  # "InvalidArtifact": verification fails for good
+    rollout_seconds: float = 5
+    policy: str = ""  # escalation policy of the human gate; the default policy when empty
+
+    @classmethod
+    def parse(cls, raw: Any) -> DeploymentInput:
+        if not isinstance(raw, dict):
+            raise InputError("input", f"must be a JSON object, got {type(raw).__name__}")
+        flaky = raw.get("flaky_failures", 2)
+        if isinstance(flaky, bool) or not isinstance(flaky, int) or flaky < 0:
+            raise InputError("flaky_failures", "must be a whole number, zero or more")
+        fail_with = raw.get("fail_with") or ""
+        if fail_with not in FAIL_WITH:
+            raise InputError("fail_with", "must be empty or 'InvalidArtifact'")
+        rollout = _number_at_least(raw, "rollout_seconds", 0, default=5)
+        if rollout > MAX_ROLLOUT_SECONDS:
+            raise InputError("rollout_seconds", f"must be at most {MAX_ROLLOUT_SECONDS}")
+        return cls(
+            deployment_id=_string(raw, "deployment_id", required=True, max_length=100),
+            service=_string(raw, "service", required=True, max_length=100),
+            version=_string(raw, "version", required=True, max_length=100),
+            requested_by=_string(raw, "requested_by", required=False, max_length=150),
+            flaky_failures=flaky,
+            fail_with=fail_with,
+            rollout_seconds=rollout,
+            policy=_string(raw, "policy", required=False, max_length=100),
+        )
+
+
+@dataclass(frozen=True)
+class BuildInput:
+    deployment_id: str
+    service: str
+    version: str
+    flaky_failures: int = 0
+
+
+@dataclass(frozen=True)
+class VerifyInput:
+    deployment_id: str
+    artifact: str
+    fail_with: str = ""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a build or verify attempt reports: the attempt that succeeded."""
+
+    attempt: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    deployment_id: str
+    artifact: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    attempt: int
+    resumed_from: float  # seconds of rollout already done (from heartbeat details) when this attempt began
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    name: str  # build | verify | approval | rollout
+    status: str = "pending"  # pending | running | done | failed | skipped
+    attempts: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentResult:
+    deployment_id: str
+    service: str
+    version: str
+    outcome: str  # deployed | rejected | expired | cancelled (the gate's outcome when it stopped the pipeline)
+    steps: list[PipelineStep]
+    approved_by: str | None = None
+    approval: ApprovalResult | None = None

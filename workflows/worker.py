@@ -32,9 +32,10 @@ from temporalio.worker import (
     Worker,
 )
 
-from workflows import activities, reference_activities
+from workflows import activities, pipeline_activities, reference_activities
 from workflows.campaign import ApprovalCampaignWorkflow
 from workflows.monitoring_workflows import SNAPSHOT_WORKFLOW, MonitoringSnapshotWorkflow
+from workflows.pipeline import DeploymentPipelineWorkflow
 from workflows.reference import OrderSagaWorkflow, TeamBudgetWorkflow
 from workflows.types import RefreshSnapshotInput
 from workflows.workflows import ApprovalWorkflow
@@ -46,6 +47,7 @@ WORKFLOWS: Sequence[type] = [
     OrderSagaWorkflow,
     TeamBudgetWorkflow,
     ApprovalCampaignWorkflow,
+    DeploymentPipelineWorkflow,
 ]
 SNAPSHOT_SCHEDULE_ID = "tollgate-monitoring-snapshot"
 
@@ -80,16 +82,21 @@ class DjangoConnectionInterceptor(Interceptor):
         return _CloseConnections(next)
 
 
-def build_worker(client: Client, executor: ThreadPoolExecutor, *, task_queue: str | None = None) -> Worker:
+def build_worker(
+    client: Client, executor: ThreadPoolExecutor, *, task_queue: str | None = None, cache_workflows: bool = True
+) -> Worker:
+    """``cache_workflows=False`` turns off the workflow cache and with it sticky task queues, so a
+    worker that stops leaves no workflow task bound to it (tests that stop a worker midway)."""
     return Worker(
         client,
         task_queue=task_queue or settings.TEMPORAL_TASK_QUEUE,
         workflows=list(WORKFLOWS),
-        activities=[*activities.ALL, *reference_activities.ALL],
+        activities=[*activities.ALL, *reference_activities.ALL, *pipeline_activities.ALL],
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,  # one slot per pool thread
         interceptors=[DjangoConnectionInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=10),
+        max_cached_workflows=1000 if cache_workflows else 0,  # 1000: the SDK's default
     )
 
 

@@ -2,8 +2,9 @@
 
 Recorded with ``RECORD_HISTORIES=1 pytest tests/workflows/test_approval_workflow.py``
 (the first set on the release before escalation rules became editable) and
-``tests/workflows/test_reference_workflows.py`` (the saga, the budget, the campaign). A
-change that breaks replay breaks every approval still running in production:
+``tests/workflows/test_reference_workflows.py`` (the saga, the budget, the campaign) and
+``tests/workflows/test_pipeline_workflow.py`` (the ``pipeline-*`` files). A change that breaks
+replay breaks every workflow still running in production:
 put new logic behind ``workflow.patched()``.
 """
 
@@ -22,6 +23,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 def test_there_are_recorded_histories() -> None:
     assert len(HISTORIES) >= 20
+    assert len([path for path in HISTORIES if path.name.startswith("pipeline-")]) >= 5
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
