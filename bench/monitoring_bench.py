@@ -67,11 +67,15 @@ def free_port() -> int:
 
 
 def start_server(directory: Path) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A dev server on a SQLite file in WAL mode without fsync: as fast to fill as the in-memory
+    one (about 200 starts/s here), which held 3 GB at 60,000 executions and once died there."""
     port, ui_port = free_port(), free_port()
+    log = (directory / "temporal.log").open("wb")
     proc = subprocess.Popen(
         [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-         "--ui-port", str(ui_port), "--log-level", "error"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--ui-port", str(ui_port), "--log-level", "warn", "--db-filename", str(directory / "temporal.db"),
+         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=off"],
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     ui = f"http://127.0.0.1:{ui_port}"
     deadline = time.monotonic() + 60
@@ -206,7 +210,12 @@ def main() -> None:
             have = asyncio.run(_count(address))
             began = time.monotonic()
             print(f"filling visibility up to {size} executions ...", flush=True)
-            asyncio.run(fill(address, size - have))
+            try:
+                asyncio.run(fill(address, size - have))
+            except Exception:
+                if proc.poll() is not None:  # the server died: show why
+                    print((workdir / "temporal.log").read_text()[-3000:], file=sys.stderr)
+                raise
             print(f"  filled in {time.monotonic() - began:.0f} s", flush=True)
             results.append((size, asyncio.run(measure(ui, args.repeat, calls))))
     finally:
@@ -251,7 +260,7 @@ def report(results: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) 
         "target": f"same at {results[0][0]:,} and {results[-1][0]:,}", "met": same,
     })  # fmt: skip
     notes = [f"fill: {args.executions:,} executions of 4 types (70% completed, 10% failed, 5% timed out, "
-             "3% terminated, 12% running) on an in-memory dev server; medians of "
+             "3% terminated, 12% running) on a dev server (SQLite file, WAL); medians of "
              f"{args.repeat} views through Django's ASGI handler, live count cache off"]  # fmt: skip
     if args.json:
         write_result(args.json, {"bench": "monitoring", "rows": rows, "notes": notes, "machine": machine_info()})
