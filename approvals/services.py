@@ -363,6 +363,37 @@ def escalate_task(*, data: EscalateInput) -> None:
         live.task_changed(task, "escalated")
 
 
+# Ways an ApprovalWorkflow can end without running its own ending: the task's status and the verb.
+ENDED_OUTSIDE = {
+    "terminated": ("cancelled", "terminated"),
+    "timed_out": ("failed", "timed out"),
+    "failed": ("failed", "failed"),
+}
+
+
+def close_task_ended_outside(*, workflow_id: str, status: str, at: datetime) -> bool:
+    """Close a task whose workflow was terminated, timed out or failed in Temporal (found by the
+    monitoring refresh): pending decisions are marked ignored, the audit trail says what happened."""
+    task_status, verb = ENDED_OUTSIDE[status]
+    with transaction.atomic():
+        task = (
+            ApprovalTask.objects.select_for_update()
+            .filter(workflow_id=workflow_id, status__in=[ApprovalTask.Status.PENDING, ApprovalTask.Status.STARTING])
+            .first()
+        )
+        if task is None:
+            return False
+        message = f"The workflow was {verb} in Temporal, outside Tollgate: the request can no longer be decided."
+        task.status, task.decided_at, task.comment = task_status, at, message
+        task.save(update_fields=["status", "decided_at", "comment", "updated_at"])
+        task.decisions.filter(result=Decision.Result.PENDING).update(
+            result=Decision.Result.IGNORED, result_reason=f"the workflow was {verb}"
+        )
+        _audit(task, key=f"ended-outside:{status}", kind=task_status, at=at, level=task.level, message=message)
+        live.task_changed(task, "closed")
+    return True
+
+
 def complete_task(*, data: CompleteTaskInput) -> None:
     with transaction.atomic():
         task = ApprovalTask.objects.select_for_update().filter(workflow_id=data.workflow_id).first()

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from approvals import live
+from approvals import services as approval_services
 from approvals.models import ApprovalTask, TaskAssignment
 from monitoring.models import ActionLog, Execution, SnapshotState, WindowHealth
 from workflows import client as temporal
@@ -85,12 +86,45 @@ def refresh_snapshot() -> RefreshResult:
             truncated=changes.truncated,
         )
     store_window_health(now)
+    close_tasks_ended_outside(changes.closed)
     live.monitoring_changed()
     if changes.truncated:
         log.warning("monitoring refresh read its limit of %d closed runs", settings.MONITORING_MAX_CLOSED_PER_REFRESH)
     return RefreshResult(
         len(changes.closed), len(changes.running), len(changes.described), watermark, changes.truncated
     )
+
+
+def close_tasks_ended_outside(closed: list[visibility.ExecutionInfo], *, limit: int = 20) -> int:
+    """Close the tasks of approval workflows that ended without running their own ending.
+
+    A terminated, timed-out or failed ``ApprovalWorkflow`` never calls ``complete_task``, so its task
+    would stay pending in the inbox, inviting decisions that can no longer apply. The refresh sees
+    those runs close; before closing a task it checks that the workflow id has no run still going
+    (a reset terminates the old run and goes on in a new one). At most ``limit`` checks per refresh.
+    """
+    candidates = {
+        i.workflow_id: i
+        for i in closed
+        if i.workflow_type == "ApprovalWorkflow" and i.status in approval_services.ENDED_OUTSIDE
+    }
+    if not candidates:
+        return 0
+    open_ids = ApprovalTask.objects.filter(
+        workflow_id__in=list(candidates), status__in=[ApprovalTask.Status.PENDING, ApprovalTask.Status.STARTING]
+    ).values_list("workflow_id", flat=True)
+    done = 0
+    for workflow_id in list(open_ids)[:limit]:
+        info = candidates[workflow_id]
+        try:
+            if not temporal.run(temporal.workflow_closed, workflow_id=workflow_id):
+                continue
+        except temporal.TemporalError:
+            break  # the next refresh tries again
+        done += approval_services.close_task_ended_outside(
+            workflow_id=workflow_id, status=info.status, at=info.close_time or timezone.now()
+        )
+    return done
 
 
 def _upsert(infos: list[visibility.ExecutionInfo], *, now: datetime, closed: bool) -> None:

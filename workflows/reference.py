@@ -120,6 +120,9 @@ class OrderSagaWorkflow:
             task_queue=order.approvals_queue or workflow.info().task_queue,
             result_type=ApprovalResult,
             memo={PARENT_TYPE_MEMO: "OrderSagaWorkflow"},  # not a command: replay-safe
+            # A terminated or timed-out order cancels its approval (which closes the task) rather
+            # than terminating it (which would leave the task pending in the inbox).
+            parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
         )
 
     async def _unwind(
@@ -229,6 +232,7 @@ class TeamBudgetWorkflow:
                 task_queue=self._state.approvals_queue or workflow.info().task_queue,
                 result_type=ApprovalResult,
                 memo={PARENT_TYPE_MEMO: "TeamBudgetWorkflow"},
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,  # as the order saga
             )
         except ChildWorkflowError as exc:
             self._record("refused", spend, detail=f"approval failed: {failure_message(exc)}")

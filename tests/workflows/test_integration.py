@@ -283,3 +283,34 @@ def test_a_quorum_is_reached_by_votes_through_the_page(
         "applied",
         "applied",
     ]
+
+
+def test_a_task_whose_workflow_is_terminated_in_temporal_is_closed_by_the_next_refresh(
+    cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
+) -> None:
+    """Terminating runs no workflow code, so nothing closes the task but the monitoring refresh,
+    which sees the run close; a run that is only reset (the id goes on) keeps its task."""
+    from monitoring.services import refresh_snapshot
+
+    def terminate(workflow_id: str) -> None:
+        subprocess.run(
+            [str(TEMPORAL_CLI), "workflow", "terminate", "--address", dev_server.address,
+             "--workflow-id", workflow_id, "--reason", "operator"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+
+    gone = registered_task(start_with_cli(dev_server.address, worker.task_queue, {"request_id": "t1", "title": "Gone"}))
+    kept = registered_task(start_with_cli(dev_server.address, worker.task_queue, {"request_id": "t2", "title": "Kept"}))
+    terminate(gone.workflow_id)
+    subprocess.run(
+        [str(TEMPORAL_CLI), "workflow", "reset", "--address", dev_server.address, "--workflow-id", kept.workflow_id,
+         "--type", "FirstWorkflowTask", "--reason", "operator"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip  # the old run is terminated, a new one goes on with the same id
+    eventually(lambda: refresh_snapshot() and ApprovalTask.objects.get(pk=gone.pk).status == "cancelled", timeout=20)
+    gone.refresh_from_db()
+    assert "terminated in Temporal" in gone.comment
+    assert gone.audit.filter(kind="cancelled", message__contains="outside Tollgate").exists()
+    kept.refresh_from_db()
+    assert kept.status == "pending"
+    assert "Gone" not in inbox_of(cast["bob"]) and "Kept" in inbox_of(cast["bob"])
