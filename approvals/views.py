@@ -68,7 +68,7 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
     show = request.GET.get("show", "pending")
     query = request.GET.get("q", "").strip()[:200]
     tasks = ApprovalTask.objects.visible_to(request.user)
-    counts = tasks.inbox_counts()
+    counts = ApprovalTask.objects.inbox_counts(request.user)
     request.tollgate_pending = counts  # type: ignore[attr-defined]  # the header's badge reuses it
     if show != "all":
         show = "pending"

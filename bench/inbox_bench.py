@@ -26,38 +26,13 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_info, write_result  # noqa: E402
+from bench.common import bench_database, machine_info, write_result  # noqa: E402
 
 TARGET = 1.5
-
-
-def bench_database(workdir: Path) -> tuple[str, Any]:
-    """A database URL for this run, and how to drop it afterwards."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return f"sqlite:///{workdir / 'inbox-bench.sqlite3'}", lambda: None
-    import psycopg
-
-    name = f"tollgate_bench_{os.getpid()}"
-    parts = urlparse(url)
-    admin = urlunparse(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return urlunparse(parts._replace(path=f"/{name}")), drop
 
 
 def add_tasks(count: int, *, group_name: str, offset: int) -> None:
@@ -144,7 +119,7 @@ def main() -> None:
         args.tasks, args.repeat = 10_000, 9
 
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-inbox-bench-"))
-    url, drop = bench_database(workdir)
+    url, drop = bench_database(workdir, "inbox-bench")
     os.environ.update({
         "TOLLGATE_VAR_DIR": str(workdir), "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings",
         "TOLLGATE_LOG_LEVEL": "WARNING", "DJANGO_ALLOWED_HOSTS": "testserver", "DJANGO_DEBUG": "false",

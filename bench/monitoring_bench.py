@@ -21,9 +21,7 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +40,8 @@ from temporalio.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-BIN = Path(sys.executable).parent
 
+from bench.common import start_server, stop_server  # noqa: E402
 
 TYPES = ("BenchOrder", "BenchInvoice", "BenchReport", "BenchSync")
 
@@ -58,35 +56,6 @@ class BenchWorkflow:
         if n % 100 < 10:
             raise ApplicationError(f"bench failure {n % 7}", non_retryable=True)
         return n
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(directory: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """A dev server on a SQLite file in WAL mode without fsync: as fast to fill as the in-memory
-    one (about 200 starts/s here), which held 3 GB at 60,000 executions and once died there."""
-    port, ui_port = free_port(), free_port()
-    log = (directory / "temporal.log").open("wb")
-    proc = subprocess.Popen(
-        [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-         "--ui-port", str(ui_port), "--log-level", "warn", "--db-filename", str(directory / "temporal.db"),
-         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=off"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    ui = f"http://127.0.0.1:{ui_port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{ui}/api/v1/namespaces/default/workflow-count", timeout=2).read()  # noqa: S310
-            return proc, f"127.0.0.1:{port}", ui
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("the Temporal dev server did not start")
 
 
 async def fill(address: str, total: int, *, concurrency: int = 200) -> None:
@@ -219,8 +188,7 @@ def main() -> None:
             print(f"  filled in {time.monotonic() - began:.0f} s", flush=True)
             results.append((size, asyncio.run(measure(ui, args.repeat, calls))))
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop_server(proc)
         shutil.rmtree(workdir, ignore_errors=True)
     report(results, args)
 
