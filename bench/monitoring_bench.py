@@ -104,29 +104,45 @@ def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def time_ui(ui: str, repeat: int) -> float:
+def time_ui_once(ui: str) -> float:
+    """One baseline sample: the UI's HTTP API for a status count, then the first page of 100."""
     base = f"{ui}/api/v1/namespaces/default"
-    samples = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        json.load(urllib.request.urlopen(f"{base}/workflow-count", timeout=30))  # noqa: S310
-        json.load(urllib.request.urlopen(f"{base}/workflows?pageSize=100", timeout=30))  # noqa: S310
-        samples.append(time.perf_counter() - began)
-    return median_ms(samples)
+    began = time.perf_counter()
+    json.load(urllib.request.urlopen(f"{base}/workflow-count", timeout=30))  # noqa: S310
+    json.load(urllib.request.urlopen(f"{base}/workflows?pageSize=100", timeout=30))  # noqa: S310
+    return time.perf_counter() - began
 
 
-async def time_page(client: Any, path: str, repeat: int, calls: Counter[str]) -> tuple[float, float]:
-    """Median milliseconds and RPCs per view (after one warm-up view that connects)."""
-    response = await client.get(path)
-    assert response.status_code == 200, (path, response.status_code)
+async def time_page_once(client: Any, path: str, calls: Counter[str]) -> tuple[float, int]:
+    """One page view: seconds and the Temporal RPCs it made."""
     calls.clear()
-    samples = []
+    began = time.perf_counter()
+    response = await client.get(path)
+    seconds = time.perf_counter() - began
+    assert response.status_code == 200, (path, response.status_code)
+    return seconds, sum(calls.values())
+
+
+async def time_interleaved(
+    ui: str, client: Any, pages: dict[str, str], repeat: int, calls: Counter[str]
+) -> dict[str, Any]:
+    """Baseline and pages sampled in turn, round after round, so that whatever else the machine is
+    doing meanwhile weighs on both sides alike; medians, and RPCs per page view."""
+    for path in pages.values():  # warm-up: connects, compiles templates
+        await time_page_once(client, path, calls)
+    await asyncio.to_thread(time_ui_once, ui)
+    samples: dict[str, list[float]] = {"baseline": [], **{name: [] for name in pages}}
+    rpcs: dict[str, list[int]] = {name: [] for name in pages}
     for _ in range(repeat):
-        began = time.perf_counter()
-        response = await client.get(path)
-        samples.append(time.perf_counter() - began)
-        assert response.status_code == 200, (path, response.status_code)
-    return median_ms(samples), sum(calls.values()) / repeat
+        samples["baseline"].append(await asyncio.to_thread(time_ui_once, ui))
+        for name, path in pages.items():
+            seconds, made = await time_page_once(client, path, calls)
+            samples[name].append(seconds)
+            rpcs[name].append(made)
+    figures: dict[str, Any] = {"baseline": median_ms(samples["baseline"])}
+    for name in pages:
+        figures[name] = (median_ms(samples[name]), sum(rpcs[name]) / repeat)
+    return figures
 
 
 def count_rpcs() -> Counter[str]:
@@ -252,9 +268,8 @@ async def measure(ui: str, repeat: int, calls: Counter[str]) -> dict[str, Any]:
         refresh.append((step, time.perf_counter() - began))
     client = AsyncClient()
     await client.aforce_login(await get_user_model().objects.aget(username="oscar"))
-    figures: dict[str, Any] = {"baseline": await asyncio.to_thread(time_ui, ui, repeat), "refresh": refresh}
-    figures["overview"] = await time_page(client, "/monitoring/?window=7d", repeat, calls)
-    figures["explorer"] = await time_page(client, "/monitoring/executions/", repeat, calls)
+    pages = {"overview": "/monitoring/?window=7d", "explorer": "/monitoring/executions/"}
+    figures: dict[str, Any] = {"refresh": refresh, **await time_interleaved(ui, client, pages, repeat, calls)}
     figures["overview_cold"] = await time_cold_overview(client, repeat, calls)
     return figures
 

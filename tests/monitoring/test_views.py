@@ -222,6 +222,42 @@ def test_the_explorer_pages_with_the_servers_token(
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.integration
+def test_the_explorer_sorts_the_page_by_a_column_either_way(
+    cast: dict[str, Any], own_server: DevServer, sample_worker: SampleWorker
+) -> None:
+    address, queue = own_server.address, sample_worker.task_queue
+    quick = start(address, queue, "MonMixWorkflow", {"mode": "ok", "seconds": 0.1})
+    slow = start(address, queue, "MonMixWorkflow", {"mode": "ok", "seconds": 1.5})
+    running = start(address, queue, "MonMixWorkflow", {"mode": "hang"})
+    closed(address, quick), closed(address, slow)
+    client = login(cast["oscar"])
+    url = reverse("monitoring:executions")
+
+    def order(sort: str) -> list[str]:
+        return [e["workflow_id"] for e in client.get(url, {"sort": sort, "format": "json"}).json()["executions"]]
+
+    def statuses() -> dict[str, str]:
+        return {e["workflow_id"]: e["status"] for e in client.get(url, {"format": "json"}).json()["executions"]}
+
+    eventually(lambda: statuses() == {quick: "completed", slow: "completed", running: "running"})
+    # A running run has no duration: it comes last both ways.
+    assert order("duration") == [quick, slow, running]
+    assert order("-duration") == [slow, quick, running]
+    assert order("id") == sorted([quick, slow, running])
+    assert order("-id") == sorted([quick, slow, running], reverse=True)
+
+    html = client.get(url, {"sort": "-duration", "type": "MonMixWorkflow"}).content.decode()
+    assert html.index(slow) < html.index(quick) < html.index(running)
+    # The sorted column says so and links to the other direction, keeping the filter.
+    [href] = re.findall(r'<th aria-sort="descending"><a href="\?([^"]+)"', html)
+    assert sorted(href.split("&amp;")) == ["sort=duration", "type=MonMixWorkflow"]
+    assert "reorder this page of 3 only" in html
+    # An unknown sort key is ignored, not an error.
+    assert client.get(url, {"sort": "nonsense"}).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
 def test_actions_are_confirmed_permission_checked_and_audited(
     cast: dict[str, Any], own_server: DevServer, sample_worker: SampleWorker
 ) -> None:
