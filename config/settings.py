@@ -227,6 +227,9 @@ TEMPORAL_UI_URL = env_str("TEMPORAL_UI_URL", "")
 # answering "recorded"; the decision is durable either way.
 TOLLGATE_DECISION_WAIT_SECONDS = env_int("TOLLGATE_DECISION_WAIT_SECONDS", 3, maximum=60)
 TOLLGATE_WORKER_THREADS = env_int("TOLLGATE_WORKER_THREADS", 16, minimum=1)
+# Workflows a worker keeps in memory between their tasks (1000: the SDK's default); this bounds
+# the worker's memory however many approvals wait. 0 turns the cache and sticky queues off.
+TOLLGATE_WORKFLOW_CACHE_SIZE = env_int("TOLLGATE_WORKFLOW_CACHE_SIZE", 1000)
 TOLLGATE_OUTBOX_INTERVAL_SECONDS = env_int("TOLLGATE_OUTBOX_INTERVAL_SECONDS", 5, minimum=1)
 
 # Monitoring: a snapshot of visibility refreshed by a Temporal schedule.
@@ -235,6 +238,8 @@ INBOX_COUNT_CAP = env_int("INBOX_COUNT_CAP", 1000, minimum=25)
 MONITORING_REFRESH_SECONDS = env_int("MONITORING_REFRESH_SECONDS", 30, minimum=5)
 MONITORING_RUNNING_LIMIT = env_int("MONITORING_RUNNING_LIMIT", 1000, minimum=1)
 MONITORING_DESCRIBE_LIMIT = env_int("MONITORING_DESCRIBE_LIMIT", 50)
+# Closed runs whose histories each refresh reads for their activities' attempts (newest first).
+MONITORING_ATTEMPTS_PER_REFRESH = env_int("MONITORING_ATTEMPTS_PER_REFRESH", 25)
 MONITORING_MAX_CLOSED_PER_REFRESH = env_int("MONITORING_MAX_CLOSED_PER_REFRESH", 20000, minimum=1)
 MONITORING_BACKFILL_DAYS = env_int("MONITORING_BACKFILL_DAYS", 15, minimum=1)
 # Visibility records land a little after the close: re-read this much before the watermark.

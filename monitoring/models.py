@@ -43,6 +43,9 @@ class Execution(models.Model):
         default=0, help_text="Attempt of the pending workflow task: above 1, workflow tasks keep failing."
     )
     described_at = models.DateTimeField(null=True, blank=True)
+    # Closed runs only, read from their histories a few per refresh: per activity type, how many
+    # activity executions needed how many attempts ({"charge": {"1": 4, "3": 1}}); null until read.
+    activity_attempts = models.JSONField(null=True, blank=True)
     seen_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -86,6 +86,7 @@ def refresh_snapshot() -> RefreshResult:
             truncated=changes.truncated,
         )
     store_window_health(now)
+    read_closed_attempts(now=now)
     close_tasks_ended_outside(changes.closed)
     live.monitoring_changed()
     if changes.truncated:
@@ -93,6 +94,63 @@ def refresh_snapshot() -> RefreshResult:
     return RefreshResult(
         len(changes.closed), len(changes.running), len(changes.described), watermark, changes.truncated
     )
+
+
+ATTEMPTS_WINDOW = timedelta(days=7)
+
+
+def read_closed_attempts(*, now: datetime, limit: int | None = None) -> int:
+    """Read the activity attempts of up to ``limit`` closed runs of the last 7 days not read yet,
+    newest first: one history read each, so a refresh's cost stays bounded and a backlog drains
+    over the following refreshes. Failing here never fails the refresh: the next one tries again."""
+    limit = settings.MONITORING_ATTEMPTS_PER_REFRESH if limit is None else limit
+    runs = list(
+        Execution.objects.filter(close_time__gte=now - ATTEMPTS_WINDOW, activity_attempts__isnull=True)
+        .order_by("-close_time")
+        .values_list("workflow_id", "run_id")[:limit]
+    )
+    if not runs:
+        return 0
+    try:
+        found = temporal.run(visibility.read_activity_attempts, runs=runs)
+    except temporal.TemporalError as exc:
+        log.warning("could not read activity attempts: %s", exc)
+        return 0
+    for (workflow_id, run_id), counts in found.items():
+        Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).update(activity_attempts=counts)
+    return len(found)
+
+
+def closed_attempts(*, now: datetime | None = None, runs: int = 2000) -> dict[str, Any]:
+    """For closed runs: how many attempts their activities needed, per activity type, over the
+    ``runs`` most recently closed runs whose histories were read (a bounded read per page view)."""
+    now = now or timezone.now()
+    rows = (
+        Execution.objects.filter(close_time__gte=now - ATTEMPTS_WINDOW, activity_attempts__isnull=False)
+        .order_by("-close_time")
+        .values_list("activity_attempts", flat=True)[:runs]
+    )
+    per_type: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    read = 0
+    for counts in rows:
+        read += 1
+        for activity_type, by_attempt in (counts or {}).items():
+            for attempt, n in by_attempt.items():
+                per_type[activity_type][int(attempt)] += n
+    types: list[dict[str, Any]] = []
+    for activity_type, by_attempt in per_type.items():
+        total = sum(by_attempt.values())
+        buckets = {"1": 0, "2": 0, "3-5": 0, "6+": 0}
+        for attempt, n in by_attempt.items():
+            buckets["1" if attempt == 1 else "2" if attempt == 2 else "3-5" if attempt <= 5 else "6+"] += n
+        types.append({
+            "activity_type": activity_type, "executions": total,
+            "buckets": [{"attempts": label, "executions": n} for label, n in buckets.items()],
+            "first_attempt_share": by_attempt.get(1, 0) / total, "max_attempts": max(by_attempt),
+            "mean_attempts": sum(a * n for a, n in by_attempt.items()) / total,
+        })  # fmt: skip
+    types.sort(key=lambda t: (t["first_attempt_share"], -t["executions"], t["activity_type"]))
+    return {"runs_read": read, "days": ATTEMPTS_WINDOW.days, "types": types}
 
 
 def close_tasks_ended_outside(closed: list[visibility.ExecutionInfo], *, limit: int = 20) -> int:

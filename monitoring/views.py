@@ -352,11 +352,10 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
 @operators_only
 @require_GET
 def retries(request: HttpRequest) -> HttpResponse:
-    groups = services.retrying_activities()
-    context = {"groups": groups, **_snapshot_context()}
-    return _respond(
-        request, "monitoring/retries.html", context, {"groups": groups, "snapshot": _snapshot_json(context)}
-    )
+    groups, attempts = services.retrying_activities(), services.closed_attempts()
+    context = {"groups": groups, "attempts": attempts, **_snapshot_context()}
+    data = {"groups": groups, "closed_attempts": attempts, "snapshot": _snapshot_json(context)}
+    return _respond(request, "monitoring/retries.html", context, data)
 
 
 @operators_only

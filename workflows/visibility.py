@@ -419,6 +419,58 @@ async def read_changes(
     return await call(read)
 
 
+async def read_activity_attempts(
+    *, runs: list[tuple[str, str]], max_pages: int = 3
+) -> dict[tuple[str, str], dict[str, dict[str, int]]]:
+    """How many attempts each activity of these closed runs needed, from their histories.
+
+    A retried activity leaves no event per attempt: its ``ActivityTaskStarted`` event is written
+    once, when the last attempt ends, and carries that attempt's number. So one history read per
+    run tells, per activity type, how many executions needed 1, 2, 3... attempts:
+    ``{("wf", "run"): {"charge": {"1": 4, "3": 1}}}``. Up to ``max_pages`` pages of 1,000 events per
+    run (a longer history is counted in its first 3,000 events); a run gone meanwhile (retention)
+    comes back empty.
+    """
+
+    async def read(client: Client) -> dict[tuple[str, str], dict[str, dict[str, int]]]:
+        found: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
+        for workflow_id, run_id in runs:
+            scheduled: dict[int, str] = {}
+            counts: dict[str, dict[str, int]] = {}
+            token = b""
+            for _ in range(max_pages):
+                try:
+                    page = await client.workflow_service.get_workflow_execution_history(
+                        GetWorkflowExecutionHistoryRequest(
+                            namespace=client.namespace,
+                            execution=WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+                            maximum_page_size=1000,
+                            next_page_token=token,
+                        ),
+                        timeout=RPC_TIMEOUT,
+                    )
+                except RPCError as exc:
+                    if exc.status == RPCStatusCode.NOT_FOUND:
+                        break
+                    raise
+                for event in page.history.events:
+                    if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                        name = event.activity_task_scheduled_event_attributes.activity_type.name
+                        scheduled[event.event_id] = name
+                    elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                        started = event.activity_task_started_event_attributes
+                        name = scheduled.get(started.scheduled_event_id, "unknown")
+                        attempt = str(max(started.attempt, 1))
+                        counts.setdefault(name, {})[attempt] = counts.get(name, {}).get(attempt, 0) + 1
+                token = page.next_page_token
+                if not token:
+                    break
+            found[(workflow_id, run_id)] = counts
+        return found
+
+    return await call(read)
+
+
 async def _last_event_failure(client: Client, info: ExecutionInfo) -> str:
     try:
         response = await client.workflow_service.get_workflow_execution_history_reverse(

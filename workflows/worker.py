@@ -96,7 +96,7 @@ def build_worker(
         max_concurrent_activities=executor._max_workers,  # one slot per pool thread
         interceptors=[DjangoConnectionInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=10),
-        max_cached_workflows=1000 if cache_workflows else 0,  # 1000: the SDK's default
+        max_cached_workflows=settings.TOLLGATE_WORKFLOW_CACHE_SIZE if cache_workflows else 0,
     )
 
 

@@ -42,6 +42,32 @@ class MonRetryWorkflow:
         )
 
 
+@activity.defn(name="mon_flaky")
+def mon_flaky(fail_times: int) -> int:
+    """Fails its first ``fail_times`` attempts, then succeeds: decided by the attempt number."""
+    attempt = activity.info().attempt
+    if attempt <= fail_times:
+        raise RuntimeError(f"flaky, attempt {attempt}")
+    return attempt
+
+
+@workflow.defn(name="MonFlakyWorkflow")
+class MonFlakyWorkflow:
+    """Runs ``mon_flaky`` once for each entry of ``fail_times``, in turn."""
+
+    @workflow.run
+    async def run(self, fail_times: list[int]) -> list[int]:
+        return [
+            await workflow.execute_activity(
+                "mon_flaky",
+                n,
+                start_to_close_timeout=timedelta(seconds=5),
+                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100), backoff_coefficient=1.0),
+            )
+            for n in fail_times
+        ]
+
+
 @workflow.defn(name="MonBrokenWorkflow")
 class MonBrokenWorkflow:
     """A bug, not a failure: every workflow task fails and is retried by the server."""
@@ -51,5 +77,5 @@ class MonBrokenWorkflow:
         raise RuntimeError("a bug in the workflow code")
 
 
-SAMPLE_WORKFLOWS = [MonMixWorkflow, MonRetryWorkflow, MonBrokenWorkflow]
-SAMPLE_ACTIVITIES = [mon_always_fails]
+SAMPLE_WORKFLOWS = [MonMixWorkflow, MonRetryWorkflow, MonFlakyWorkflow, MonBrokenWorkflow]
+SAMPLE_ACTIVITIES = [mon_always_fails, mon_flaky]

@@ -16,7 +16,7 @@ from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
 
 from monitoring.models import Execution, SnapshotState, WindowHealth
-from monitoring.services import refresh_snapshot, retrying_activities, type_health
+from monitoring.services import read_closed_attempts, refresh_snapshot, retrying_activities, type_health
 from tests.conftest import DevServer, eventually, run_async
 from tests.monitoring.conftest import SampleWorker
 from workflows.worker import SNAPSHOT_SCHEDULE_ID, ensure_snapshot_schedule
@@ -144,6 +144,37 @@ def test_counts_failure_rate_and_percentiles_match_a_known_mix(
     assert detail.status_code == 200
     body = detail.content.decode()
     assert "boom-2" in body and "Workflow execution failed" in body and "&quot;mode&quot;: &quot;fail&quot;" in body
+
+
+def test_closed_runs_show_how_many_attempts_their_activities_needed(
+    own_server: DevServer, sample_worker: SampleWorker, cast: dict[str, Any], settings: Any
+) -> None:
+    address, queue = own_server.address, sample_worker.task_queue
+    settings.MONITORING_ATTEMPTS_PER_REFRESH = 2
+    # Hand-computed: mon_flaky runs 5 times; 2 needed 1 attempt, 1 needed 2, 1 needed 3, 1 needed 7.
+    runs = [start(address, queue, "MonFlakyWorkflow", plan) for plan in ([0, 2], [1], [0, 6])]
+    for run in runs:
+        eventually(functools.partial(closed, address, run), timeout=20)
+    eventually(
+        lambda: visible_count(address, 'WorkflowType = "MonFlakyWorkflow" AND ExecutionStatus = "Completed"') == 3
+    )
+
+    refresh_snapshot()  # reads 2 of the 3 histories: bounded per refresh
+    assert Execution.objects.filter(activity_attempts__isnull=False).count() == 2
+    assert read_closed_attempts(now=timezone.now()) == 1  # the third, then nothing is left to read
+    assert read_closed_attempts(now=timezone.now()) == 0
+
+    client = Client()
+    client.force_login(cast["oscar"])
+    data = client.get(reverse("monitoring:retries"), {"format": "json"}).json()["closed_attempts"]
+    assert data["runs_read"] == 3
+    [flaky] = data["types"]
+    assert flaky["activity_type"] == "mon_flaky" and flaky["executions"] == 5 and flaky["max_attempts"] == 7
+    assert [(b["attempts"], b["executions"]) for b in flaky["buckets"]] == [("1", 2), ("2", 1), ("3-5", 1), ("6+", 1)]
+    assert flaky["first_attempt_share"] == pytest.approx(2 / 5)
+    assert flaky["mean_attempts"] == pytest.approx((1 + 1 + 2 + 3 + 7) / 5)
+    html = client.get(reverse("monitoring:retries")).content.decode()
+    assert "mon_flaky" in html and "40.0%" in html and "3 most recently closed runs" in html
 
 
 def test_the_snapshot_catches_up_incrementally(
