@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -78,4 +79,4 @@ class MonBrokenWorkflow:
 
 
 SAMPLE_WORKFLOWS = [MonMixWorkflow, MonRetryWorkflow, MonFlakyWorkflow, MonBrokenWorkflow]
-SAMPLE_ACTIVITIES = [mon_always_fails, mon_flaky]
+SAMPLE_ACTIVITIES: list[Callable[..., Any]] = [mon_always_fails, mon_flaky]
