@@ -45,3 +45,13 @@ def page(browser: Any) -> Iterator[Any]:
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def tokyo_page(browser: Any) -> Iterator[Any]:
+    """A browser whose clock says Asia/Tokyo (UTC+9, no daylight saving): times must follow it."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Asia/Tokyo")
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()

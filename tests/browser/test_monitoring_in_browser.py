@@ -23,7 +23,7 @@ SHOTS = Path(settings.VAR_DIR) / "screenshots"
 
 
 def test_an_operator_opens_the_overview_and_a_failed_workflow(
-    page: Any, live_server: Any, cast: dict[str, Any], temporal_settings: Any, dev_server: DevServer
+    tokyo_page: Any, live_server: Any, cast: dict[str, Any], temporal_settings: Any, dev_server: DevServer
 ) -> None:
     worker = SampleWorker(dev_server.address, temporal_settings.TEMPORAL_TASK_QUEUE).start()
     try:
@@ -36,6 +36,7 @@ def test_an_operator_opens_the_overview_and_a_failed_workflow(
     finally:
         worker.stop()
 
+    page = tokyo_page
     log_in(page, live_server.url, "oscar")
     page.get_by_role("link", name="Monitoring").click()
     page.wait_for_url(re.compile(r"/monitoring/$"))
@@ -43,6 +44,9 @@ def test_an_operator_opens_the_overview_and_a_failed_workflow(
     assert message in row.inner_text()  # the latest failure, shown as text
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "monitoring-overview.png"), full_page=True)
+    # The browser's zone reached the server (a cookie set by timezone.js on the login page).
+    exact = page.locator(".snapshot-age time").get_attribute("title") or ""
+    assert exact.endswith(" JST"), exact
 
     page.get_by_role("link", name="Explorer").click()
     page.get_by_label("Workflow id starts with").fill(failed)
