@@ -6,7 +6,7 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -610,26 +610,48 @@ def live_task_queues(*, limit: int = 10) -> tuple[list[dict[str, Any]], str]:
 DURATION_BUCKETS = [("< 1s", 1), ("1-10s", 10), ("10s-1m", 60), ("1-10m", 600), ("10m-1h", 3600), ("> 1h", None)]
 
 
-def trends(*, start: datetime, end: datetime, buckets: int = 24) -> dict[str, Any]:
-    """Throughput and failure rate per time bucket (by close time), and duration histograms per type."""
+def trends(*, start: datetime, end: datetime, buckets: int = 24, snapshot_at: datetime | None = None) -> dict[str, Any]:
+    """Throughput and failure rate per time bucket (by close time), and duration histograms per type.
+
+    Two aggregate queries (conditional counts per bucket, then per type and duration bucket): the rows
+    stay in the database however many runs the window holds. The figures only change with the
+    snapshot, so they are computed once per snapshot and window (``snapshot_at``)."""
+    key = f"monitoring:trends:{snapshot_at.timestamp() if snapshot_at else ''}:{start.timestamp()}:{end.timestamp()}"
+    if snapshot_at is not None and (cached := cache.get(f"{key}:{buckets}")) is not None:
+        return cast(dict[str, Any], cached)
     step = (end - start) / buckets
-    series: list[dict[str, Any]] = [{"start": start + step * i, "closed": 0, "failed": 0} for i in range(buckets)]
-    histograms: dict[str, list[int]] = defaultdict(lambda: [0] * len(DURATION_BUCKETS))
+    edges = [start + step * i for i in range(buckets)] + [end]
     closed = Execution.objects.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
-    for name, status, close_time, seconds in closed.values_list("workflow_type", "status", "close_time", "duration"):
-        if close_time is None:
-            continue
-        index = min(int((close_time - start) / step), buckets - 1)
-        series[index]["closed"] += 1
-        series[index]["failed"] += status in FAILED
-        if status == "completed" and seconds is not None:
-            slot = next(i for i, (_, top) in enumerate(DURATION_BUCKETS) if top is None or seconds < top)
-            histograms[name][slot] += 1
-    for point in series:
-        point["failure_rate"] = point["failed"] / point["closed"] if point["closed"] else None
-    return {
+    counts: dict[str, Any] = {}
+    for i in range(buckets):
+        within = Q(close_time__gte=edges[i], close_time__lt=edges[i + 1])
+        counts[f"c{i}"] = Count("id", filter=within)
+        counts[f"f{i}"] = Count("id", filter=within & Q(status__in=FAILED))
+    totals = closed.aggregate(**counts)
+    series: list[dict[str, Any]] = []
+    for i in range(buckets):
+        n, failed = totals[f"c{i}"], totals[f"f{i}"]
+        series.append({"start": edges[i], "closed": n, "failed": failed, "failure_rate": failed / n if n else None})
+    slots: dict[str, Any] = {}
+    bottom = None
+    for j, (_, top) in enumerate(DURATION_BUCKETS):
+        within = Q(duration__gte=bottom) if bottom is not None else Q()
+        if top is not None:
+            within &= Q(duration__lt=top)
+        slots[f"d{j}"] = Count("id", filter=within)
+        bottom = top
+    per_type = (
+        closed.filter(status="completed", duration__isnull=False)
+        .values("workflow_type")
+        .annotate(**slots)
+        .order_by("workflow_type")
+    )
+    figures = {
         "step_seconds": step.total_seconds(),
         "series": series,
-        "durations": {name: dict(zip([b for b, _ in DURATION_BUCKETS], counts, strict=True))
-                      for name, counts in sorted(histograms.items())},
+        "durations": {row["workflow_type"]: {label: row[f"d{j}"] for j, (label, _) in enumerate(DURATION_BUCKETS)}
+                      for row in per_type},
     }  # fmt: skip
+    if snapshot_at is not None:
+        cache.set(f"{key}:{buckets}", figures, settings.MONITORING_REFRESH_SECONDS * 2)
+    return figures

@@ -434,7 +434,7 @@ def pending(request: HttpRequest) -> HttpResponse:
 def trends(request: HttpRequest) -> HttpResponse:
     state = SnapshotState.current()
     window, start, end = _window(request, state)
-    figures = services.trends(start=start, end=end)
+    figures = services.trends(start=start, end=end, snapshot_at=state.refreshed_at)
     context = {
         "window": window, "windows": list(services.WINDOWS), "start": start, "end": end,
         "chart": charts.throughput_chart(figures["series"]),

@@ -89,3 +89,32 @@ def test_the_refresh_stores_each_preset_window_and_the_overview_reads_it(client:
     SnapshotState.objects.filter(pk=1).update(refreshed_at=now + timedelta(seconds=30))
     page = client.get("/monitoring/", {"window": "24h", "format": "json"}).json()
     assert [t["workflow_type"] for t in page["types"]] == ["PaymentWorkflow"]
+
+
+def test_trends_count_each_bucket_by_hand_and_are_computed_once_per_snapshot() -> None:
+    from monitoring.services import trends
+
+    end = timezone.now().replace(microsecond=0)
+    start, snapshot_at = end - timedelta(hours=4), end
+
+    def run(n: int, status: str, closed_ago: timedelta, duration: float) -> None:
+        Execution.objects.create(
+            workflow_id=f"t-{n}", run_id="r", workflow_type="T", status=status,
+            start_time=end - closed_ago - timedelta(seconds=duration), close_time=end - closed_ago, duration=duration,
+        )  # fmt: skip
+
+    run(1, "completed", timedelta(hours=3, minutes=59), 0.5)  # bucket 0 (of 4, one hour each)
+    run(2, "failed", timedelta(hours=3, minutes=1), 5)  # bucket 0
+    run(3, "completed", timedelta(minutes=30), 30)  # bucket 3
+    run(4, "timed_out", timedelta(minutes=1), 7200)  # bucket 3
+    run(5, "completed", timedelta(hours=5), 1)  # before the window
+    figures = trends(start=start, end=end, buckets=4, snapshot_at=snapshot_at)
+    assert [(p["closed"], p["failed"]) for p in figures["series"]] == [(2, 1), (0, 0), (0, 0), (2, 1)]
+    assert [p["failure_rate"] for p in figures["series"]] == [0.5, None, None, 0.5]
+    assert figures["durations"] == {"T": {"< 1s": 1, "1-10s": 0, "10s-1m": 1, "1-10m": 0, "10m-1h": 0, "> 1h": 0}}
+
+    run(6, "completed", timedelta(minutes=2), 2)
+    # The same snapshot: the figures it was computed for; the next snapshot sees the new run.
+    assert trends(start=start, end=end, buckets=4, snapshot_at=snapshot_at) == figures
+    later = trends(start=start, end=end, buckets=4, snapshot_at=snapshot_at + timedelta(seconds=30))
+    assert later["series"][3]["closed"] == 3 and later["durations"]["T"]["1-10s"] == 1
