@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +28,7 @@ from tests.workflows.conftest import record_history
 from workflows.models import LedgerEntry
 from workflows.reference_activities import charge_payment, release_hold, reserve_inventory
 from workflows.types import LedgerInput
+from workflows.worker import SNAPSHOT_SCHEDULE_ID
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -314,6 +321,75 @@ def test_a_saga_resumes_from_its_last_step_after_its_worker_stops(
         "reserve_inventory": [1, 1],
         "charge_payment": [1],
         "confirm_order": [2],
+    }
+
+
+@pytest.mark.integration
+def test_a_saga_whose_worker_process_is_killed_mid_step_finishes_on_a_new_worker(
+    cast: dict[str, Any], temporal_settings: Any, dev_server: DevServer
+) -> None:
+    """A crash, not a shutdown: the worker process gets SIGKILL while the confirmation runs, so it
+    finishes nothing and tells the server nothing. The server notices by the activity's missed
+    heartbeats (and the sticky queue's timeout), and a new worker resumes from the last completed
+    step: the reservations and the charge are not run again."""
+    from temporalio.client import Client
+
+    from tests.conftest import test_database_url
+
+    queue = temporal_settings.TEMPORAL_TASK_QUEUE
+    order_id = uuid.uuid4().hex[:8]
+    workflow_id = f"order-{order_id}"
+    order = {"order_id": order_id, "amount": 80, "items": ITEMS, "customer": "alice", "hold_confirm": True}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DATABASE_URL", "TEMPORAL_"))}
+    env.update(
+        DATABASE_URL=test_database_url(), TEMPORAL_ADDRESS=dev_server.address, TEMPORAL_TASK_QUEUE=queue,
+        DJANGO_SECRET_KEY="saga-crash-test", PYTHONUNBUFFERED="1",
+    )  # fmt: skip
+    log = tempfile.TemporaryFile()
+    crashed = subprocess.Popen(
+        [sys.executable, "manage.py", "run_worker"], cwd=Path(__file__).resolve().parents[2], env=env,
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    async def start() -> None:
+        client = await Client.connect(dev_server.address)
+        await client.start_workflow("OrderSagaWorkflow", order, id=workflow_id, task_queue=queue)
+
+    async def drop_schedule() -> None:  # run_worker created it on this queue; nobody will poll it
+        client = await Client.connect(dev_server.address)
+        await client.get_schedule_handle(SNAPSHOT_SCHEDULE_ID).delete()
+
+    try:
+        run_async(start)
+        eventually(lambda: running_activities(dev_server.address, workflow_id) == [("confirm_order", 1)], timeout=60)
+        crashed.send_signal(signal.SIGKILL)
+        assert crashed.wait(10) == -signal.SIGKILL
+    finally:
+        crashed.kill()
+        run_async(drop_schedule)
+    log.seek(0)
+    assert b"worker polling task queue" in log.read()  # it was the real worker that died
+    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
+        "reserve:desk",
+        "reserve:lamp",
+        "charge",
+    ]
+
+    release_hold(order_id=order_id)
+    second = WorkerThread(dev_server.address, queue).start()
+    try:
+        result = workflow_result(dev_server.address, workflow_id, timeout=90)
+    finally:
+        second.stop()
+    assert (result["status"], result["compensated"]) == ("confirmed", [])
+    assert result["done"] == ["reserve:desk", "reserve:lamp", "charge", "confirm"]
+    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
+        "reserve:desk", "reserve:lamp", "charge", "hold_released", "confirm",
+    ]  # fmt: skip
+    assert activity_attempts(dev_server.address, workflow_id) == {
+        "reserve_inventory": [1, 1],
+        "charge_payment": [1],
+        "confirm_order": [2],  # the attempt that died with the process, then the one that finished
     }
 
 
