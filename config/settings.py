@@ -75,8 +75,14 @@ def env_database(name: str, default: str) -> dict[str, Any]:
     scheme = urlparse(raw).scheme
     if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
         raise ImproperlyConfigured(f"{name} must be a sqlite:// or postgres:// URL, got scheme {scheme!r}")
+    # Connections close at the end of each request by default: under ASGI every request runs in a
+    # thread of its own, and a connection kept per thread stays open until that thread object is
+    # collected, which ran PostgreSQL out of connections under load (bench/throughput_bench.py:
+    # "too many clients already"). The worker, whose activity threads live as long as it does, may
+    # keep them (DATABASE_CONN_MAX_AGE=60 in its environment); a pooler such as PgBouncer serves both.
+    max_age = env_int("DATABASE_CONN_MAX_AGE", 0, maximum=3600)
     try:
-        config = dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True)
+        config = dj_database_url.parse(raw, conn_max_age=max_age, conn_health_checks=max_age > 0)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is not a valid database URL: {exc}") from None
     # One test database per test run, so two runs on one server do not drop
