@@ -6,13 +6,17 @@ other (never side by side: they would measure each other), then replaces the par
 between the two result markers with one table. The prose around the markers (what dominates where
 a target is missed) is written by hand.
 
-    .venv/bin/python bench/run.py [--quick] [--only NAME ...] [--no-write]
+    .venv/bin/python bench/run.py [--quick] [--only NAME ...] [--args NAME="--flag value"] [--no-write]
+
+``--args`` replaces one bench's arguments (say ``--args escalation="--approvals 2000"`` where the
+issue's 10,000 would take 40 minutes); the table says which benches ran with arguments of their own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,10 +42,11 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def run(name: str, quick: bool, out: Path) -> dict[str, Any]:
+def run(name: str, quick: bool, out: Path, override: list[str] | None = None) -> dict[str, Any]:
     script, full, fast = BENCHES[name]
     target = out / f"{name}.json"
-    command = [sys.executable, str(ROOT / "bench" / script), *(fast if quick else full), "--json", str(target)]
+    chosen = override if override is not None else fast if quick else full
+    command = [sys.executable, str(ROOT / "bench" / script), *chosen, "--json", str(target)]
     print(f"\n=== {name}: {' '.join(command[1:])}", flush=True)
     began = time.monotonic()
     finished = subprocess.run(command, cwd=ROOT, check=False)
@@ -50,6 +55,8 @@ def run(name: str, quick: bool, out: Path) -> dict[str, Any]:
         return {"bench": name, "rows": [], "notes": [f"FAILED (exit code {finished.returncode})"], "seconds": seconds}
     result: dict[str, Any] = json.loads(target.read_text())
     result["seconds"] = seconds
+    if override is not None:
+        result.setdefault("notes", []).insert(0, f"run with `{' '.join(override)}`")
     return result
 
 
@@ -106,10 +113,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole suite in under 5 minutes")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument(
+        "--args", action="append", default=[], metavar='NAME="ARGS"', help="arguments of one bench's own"
+    )
     args = parser.parse_args()
+    overrides: dict[str, list[str]] = {}
+    for item in args.args:
+        name, _, rest = item.partition("=")
+        if name not in BENCHES:
+            parser.error(f"--args: no bench named {name!r}")
+        overrides[name] = shlex.split(rest)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-results-") as out:
-        results = [run(name, args.quick, Path(out)) for name in (args.only or BENCHES)]
+        results = [run(name, args.quick, Path(out), overrides.get(name)) for name in (args.only or BENCHES)]
     report = table(results, args.quick)
     print(f"\n{report}\n\nall benches: {time.monotonic() - began:.0f} s")
     if not args.no_write:
