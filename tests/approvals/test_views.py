@@ -172,6 +172,30 @@ def test_inbox_counts_stop_at_the_cap_and_say_so(client: Client, cast: dict[str,
     assert "Task 34" in found and "Page" not in found
 
 
+def test_inbox_counts_count_a_task_once_however_it_reaches_the_approver(cast: dict[str, Any], settings: Any) -> None:
+    from datetime import timedelta
+
+    from django.contrib.auth.models import Group
+    from django.utils import timezone
+
+    from approvals.models import TaskAssignment
+
+    both = pending_task("Both ways", requester=cast["alice"], users=(cast["bob"],))  # group and directly
+    twice = pending_task("Two levels", requester=cast["alice"])
+    TaskAssignment.objects.create(task=twice, level=2, group=Group.objects.get(name="approvers"))
+    pending_task("Direct only", requester=cast["alice"], groups=(), users=(cast["bob"],))
+    pending_task("Not bob's", requester=cast["alice"], groups=("managers",))
+    ApprovalTask.objects.filter(pk=both.pk).update(due_at=timezone.now() - timedelta(minutes=5))
+    counts = ApprovalTask.objects.inbox_counts(cast["bob"])
+    assert (counts.pending, counts.overdue, counts.capped) == (3, 1, False)
+
+    # Past the cap: "N+" pending, and overdue still counted (from the tasks in due order).
+    settings.INBOX_COUNT_CAP = 2
+    counts = ApprovalTask.objects.inbox_counts(cast["bob"])
+    assert (str(counts), counts.overdue, counts.capped) == ("2+", 1, True)
+    assert ApprovalTask.objects.inbox_counts(cast["dave"]).pending == 0
+
+
 def test_header_badge_is_inline_on_the_inbox_and_fetched_on_load_elsewhere(
     client: Client, cast: dict[str, Any]
 ) -> None:
