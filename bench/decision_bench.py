@@ -277,11 +277,11 @@ def report(timings: dict[str, list[Timing]], engine: str, args: argparse.Namespa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=50, help="decisions per way")
-    parser.add_argument("--quick", action="store_true", help="10 decisions per way")
+    parser.add_argument("--quick", action="store_true", help="8 decisions per way")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.samples = 10
+        args.samples = 8
 
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-decision-bench-"))
     url, drop = bench_database(workdir, "decision")

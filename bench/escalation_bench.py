@@ -373,11 +373,11 @@ def main() -> None:
     parser.add_argument("--approvals", type=int, default=10_000)
     parser.add_argument("--margin", type=int, help="s from the last start to the deadlines (default 60, quick 15)")
     parser.add_argument("--sample", type=int, default=200, help="histories read for the breakdown")
-    parser.add_argument("--quick", action="store_true", help="300 approvals, deadlines 15 s after the last start")
+    parser.add_argument("--quick", action="store_true", help="200 approvals, deadlines 15 s after the last start")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.approvals = 300
+        args.approvals = 200
     if args.margin is None:
         args.margin = 15 if args.quick else 60
 

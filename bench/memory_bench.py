@@ -182,13 +182,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--approvals", type=int, default=10_000)
     parser.add_argument("--cache-sizes", type=int, nargs="+", help="the first is the baseline (default 1000 100)")
-    parser.add_argument("--quick", action="store_true", help="300 approvals, cache sizes 1000 and 50")
+    parser.add_argument("--quick", action="store_true", help="200 approvals, cache sizes 1000 and 40")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.approvals = 300
+        args.approvals = 200
     if args.cache_sizes is None:
-        args.cache_sizes = [1000, 50] if args.quick else [1000, 100]
+        args.cache_sizes = [1000, 40] if args.quick else [1000, 100]
 
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-memory-bench-"))
     proc, address, _ui = start_server(workdir)

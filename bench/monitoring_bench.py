@@ -170,11 +170,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executions", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=15)
-    parser.add_argument("--quick", action="store_true", help="3,000 executions, 9 views each")
+    parser.add_argument("--quick", action="store_true", help="2,000 executions, 9 views each")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.executions, args.repeat = 3000, 9
+        args.executions, args.repeat = 2000, 9
 
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     proc, address, ui = start_server(workdir)

@@ -98,6 +98,30 @@ def table(results: list[dict[str, Any]], quick: bool) -> str:
     return "\n".join(lines)
 
 
+def merged(report: str, ran: list[str]) -> str:
+    """This run's table with the rows and notes of the benches it did not run kept from the table in
+    BENCHMARKS.md (``--keep-others``: one bench measured again after a fix, the rest as they were)."""
+    path = ROOT / "BENCHMARKS.md"
+    if not path.exists() or START not in path.read_text():
+        return report
+    old = path.read_text().split(START, 1)[1].split(END, 1)[0]
+
+    def others(prefix: str) -> list[str]:
+        return [
+            line for line in old.splitlines()
+            if line.startswith(prefix) and line[len(prefix):].split(" ", 1)[0] not in ran
+        ]  # fmt: skip
+
+    lines = report.splitlines()
+    rows_end = max(i for i, line in enumerate(lines) if line.startswith("| "))
+    lines[rows_end + 1 : rows_end + 1] = others("| ")
+    lines += others("- ")
+    stamp = next((line for line in old.splitlines() if line.startswith("Measured ")), "")
+    if stamp:
+        lines.insert(0, f"Benches other than {', '.join(ran)}: {stamp[0].lower()}{stamp[1:]}")
+    return "\n".join(lines)
+
+
 def write(report: str) -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
@@ -113,6 +137,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: the whole suite in under 5 minutes")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--keep-others", action="store_true", help="keep the other benches' rows in BENCHMARKS.md")
     parser.add_argument(
         "--args", action="append", default=[], metavar='NAME="ARGS"', help="arguments of one bench's own"
     )
@@ -127,6 +152,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-results-") as out:
         results = [run(name, args.quick, Path(out), overrides.get(name)) for name in (args.only or BENCHES)]
     report = table(results, args.quick)
+    if args.keep_others:
+        report = merged(report, [r["bench"] for r in results])
     print(f"\n{report}\n\nall benches: {time.monotonic() - began:.0f} s")
     if not args.no_write:
         write(report)

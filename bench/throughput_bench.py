@@ -354,11 +354,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--approvals", type=int, default=300, help="approvals per path")
     parser.add_argument("--concurrency", type=int, default=20, help="approvals under way at a time")
-    parser.add_argument("--quick", action="store_true", help="60 approvals per path")
+    parser.add_argument("--quick", action="store_true", help="40 approvals per path")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
     if args.quick:
-        args.approvals = 60
+        args.approvals = 40
 
     workdir = Path(tempfile.mkdtemp(prefix="tollgate-throughput-bench-"))
     url, drop = bench_database(workdir, "throughput")
