@@ -8,11 +8,12 @@ completed, failed and running executions, takes a monitoring snapshot, then time
 - baseline: the UI's HTTP API for a status count plus the first page of 100
   (``/api/v1/namespaces/default/workflow-count`` and ``/workflows?pageSize=100``), one after the other;
 - Tollgate's overview (``/monitoring/``) and explorer (``/monitoring/executions/``), rendered by
-  Django through its ASGI handler. The overview's namespace status counts are cached for
-  ``MONITORING_LIVE_CACHE_SECONDS`` (5 s, the default: the issue allows live headline counts to be
-  cached for a few seconds), so most views make no Temporal call; it is also timed with that cache
-  emptied before every view ("status counts uncached", reported), which shows what SQL visibility's
-  ``GROUP BY ExecutionStatus`` costs as the namespace grows. The explorer is never cached.
+  Django through its ASGI handler. Live counts are cached for ``MONITORING_LIVE_CACHE_SECONDS``
+  (5 s, the default: the issue allows live headline counts to be cached for a few seconds): the
+  overview's namespace status counts, so most of its views make no Temporal call, and the
+  explorer's total, so most of its views make one (the list page, always live). The overview is
+  also timed with its counts emptied before every view ("status counts uncached", reported), which
+  shows what SQL visibility's ``GROUP BY ExecutionStatus`` costs as the namespace grows.
 
 It prints the medians, the ratios (page / baseline: at most 1.0 is the goal) and the Temporal RPCs
 per page view at two visibility sizes, which must be the same.
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import start_server, stop_server  # noqa: E402
 
 TYPES = ("BenchOrder", "BenchInvoice", "BenchReport", "BenchSync")
+COUNTS_KEY = ""  # the overview's cached status counts, emptied before each "uncached" view
 
 
 @workflow.defn(dynamic=True, sandboxed=False)
@@ -147,8 +149,8 @@ async def time_interleaved(
             samples[name].append(seconds)
             rpcs[name].append(made)
     figures: dict[str, Any] = {"baseline": median_ms(samples["baseline"])}
-    for name in pages:
-        figures[name] = (median_ms(samples[name]), sum(rpcs[name]) / repeat)
+    for name in pages:  # the most RPCs any view made: the bound that must not grow with the executions
+        figures[name] = (median_ms(samples[name]), max(rpcs[name]))
     return figures
 
 
@@ -237,7 +239,7 @@ def report(results: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) 
                 "overview_cold": "overview, custom window, first view",
                 "overview_uncached": "overview, status counts uncached",
             }.get(name, name)
-            print(f"  {label:<38} {ms:7.1f} ms   ratio {ms / base:4.2f}   Temporal RPCs per view {rpcs:g}")
+            print(f"  {label:<38} {ms:7.1f} ms   ratio {ms / base:4.2f}   Temporal RPCs per view, at most {rpcs:g}")
             if size == args.executions:
                 # Reported only: a custom window's first view computes its rows from the runs (then cached
                 # per snapshot); the uncached counts show the GROUP BY's own cost.
@@ -282,12 +284,15 @@ async def measure(ui: str, repeat: int, calls: Counter[str]) -> dict[str, Any]:
         refresh.append((step, time.perf_counter() - began))
     client = AsyncClient()
     await client.aforce_login(await get_user_model().objects.aget(username="oscar"))
+    from django.conf import settings
     from django.core.cache import cache
 
+    global COUNTS_KEY
+    COUNTS_KEY = f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}"  # services'
     pages: dict[str, tuple[str, Callable[[], Any] | None]] = {
         "overview": ("/monitoring/?window=7d", None),
         "explorer": ("/monitoring/executions/", None),
-        "overview_uncached": ("/monitoring/?window=7d", cache.clear),
+        "overview_uncached": ("/monitoring/?window=7d", lambda: cache.delete(COUNTS_KEY)),
     }
     figures: dict[str, Any] = {"refresh": refresh, **await time_interleaved(ui, client, pages, repeat, calls)}
     figures["overview_cold"] = await time_cold_overview(client, repeat, calls)

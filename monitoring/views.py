@@ -184,8 +184,8 @@ def executions(request: HttpRequest) -> HttpResponse:
     }  # fmt: skip
     status = 200
     try:
-        rows, token, total = temporal.run(
-            visibility.list_page_and_count, query=query, page_size=PAGE_SIZE, token=_token(request.GET.get("page", ""))
+        rows, token, total = services.list_executions(
+            query=query, page_size=PAGE_SIZE, token=_token(request.GET.get("page", ""))
         )
         context["rows"], context["total"] = _sort_rows(rows, sort), total
         context["next_token"] = base64.urlsafe_b64encode(token).decode() if token else ""
