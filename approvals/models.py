@@ -109,6 +109,16 @@ def assigned_to(user_pk: int) -> Q:
     return Q(user__in=users) | Q(group__in=groups)
 
 
+def _reach(user: AbstractBaseUser) -> tuple[list[int], list[int]]:
+    """``assignees`` of the request's user, asked once per request (kept on that user object): the
+    inbox asks for its rows and for its counts."""
+    known: tuple[list[int], list[int]] | None = getattr(user, "_tollgate_reach", None)
+    if known is None:
+        known = assignees(user.pk)
+        setattr(user, "_tollgate_reach", known)  # noqa: B010  # on this request's user object only
+    return known
+
+
 def level_timing_errors(timeout: timedelta | None, reminder: timedelta | None) -> dict[str, str]:
     """The rules for a level's timeout and reminder, shared by the editor's form and the admin."""
     errors = {}
@@ -137,7 +147,9 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         """Tasks assigned to the user or one of their groups, at any level so far."""
         if not user.is_authenticated:
             return self.none()
-        return self.filter(Exists(TaskAssignment.objects.filter(assigned_to(user.pk), task=OuterRef("pk"))))
+        users, groups = _reach(user)
+        reaching = TaskAssignment.objects.filter(Q(user__in=users) | Q(group__in=groups), task=OuterRef("pk"))
+        return self.filter(Exists(reaching))
 
     def pending(self) -> TaskQuerySet:
         return self.filter(status=ApprovalTask.Status.PENDING)
@@ -163,7 +175,7 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         if not user.is_authenticated:
             return InboxCounts(0, 0, False)
         now, cap = timezone.now(), settings.INBOX_COUNT_CAP
-        users, groups = assignees(user.pk)
+        users, groups = _reach(user)
 
         # Pending: each way of being assigned (directly, through a group) read on its own index, at
         # most ``2 * (cap + 1)`` assignment rows of pending tasks, the task ids merged here (a task
@@ -181,8 +193,7 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         capped |= len(seen) > cap
         # Overdue: among those tasks when they are all known; past the cap, from the pending tasks
         # in due order (the (status, due_at, id) index), where the user's own come soon.
-        reach = TaskAssignment.objects.filter(Q(user__in=users) | Q(group__in=groups), task=OuterRef("pk"))
-        overdue_tasks = self.filter(pk__in=seen) if not capped else self.pending().filter(Exists(reach))
+        overdue_tasks = self.filter(pk__in=seen) if not capped else self.visible_to(user).pending()
         overdue = overdue_tasks.filter(due_at__lt=now).order_by()[: cap + 1].count()
         return InboxCounts(min(len(seen), cap), min(overdue, cap), capped)
 

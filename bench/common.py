@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse, urlunparse
@@ -138,6 +141,49 @@ def approval_bench_env(workdir: Path, *, address: str, database_url: str) -> dic
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "approval-bench-" + "x" * 40),
         "DJANGO_EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
     }  # fmt: skip
+
+
+def setup_django() -> str:
+    """``django.setup()`` on the settings already in ``os.environ``, the schema migrated and the demo
+    cast seeded; the database engine's short name, for the report."""
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from approvals.demo import seed_users_and_policies
+
+    call_command("migrate", verbosity=0)
+    seed_users_and_policies()
+    return str(settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1])
+
+
+@contextlib.contextmanager
+def approval_bench(name: str, *, web: bool = False) -> Iterator[tuple[Path, subprocess.Popen[bytes], str, str]]:
+    """What a bench of approvals on the real worker stands on: a temporary directory, a dev server,
+    a throwaway database and Django set up on them; yields (workdir, server, address, engine) and
+    removes all of it afterwards. ``web``: Django's test clients will call the pages too. If the
+    bench fails, the end of its worker's log is printed, to show why."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"tollgate-{name}-bench-"))
+    server, address, _ui = start_server(workdir)
+    drop: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        url, drop = bench_database(workdir, f"{name}-bench")
+        os.environ.update(approval_bench_env(workdir, address=address, database_url=url))
+        if web:  # Django's test client calls itself "testserver" and speaks plain http
+            os.environ.update({"DJANGO_ALLOWED_HOSTS": "testserver", "DJANGO_SECURE_COOKIES": "false"})
+            (workdir / "static").mkdir()  # STATIC_ROOT, which make run creates: whitenoise warns without it
+        yield workdir, server, address, setup_django()
+    except BaseException:
+        log = workdir / "worker.log"
+        if log.exists():
+            print(f"--- worker.log (last lines)\n{log.read_text()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        drop()
+        stop_server(server)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def pause_snapshot_schedule(client: Client) -> None:

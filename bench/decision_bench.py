@@ -30,12 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -51,14 +48,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     PageResponse,
-    approval_bench_env,
+    approval_bench,
     as_under_daphne,
-    bench_database,
     machine_info,
     pause_snapshot_schedule,
-    start_server,
     start_worker,
-    stop_server,
     stop_worker,
     worker_polling,
     write_result,
@@ -283,36 +277,9 @@ def main() -> None:
     if args.quick:
         args.samples = 8
 
-    workdir = Path(tempfile.mkdtemp(prefix="tollgate-decision-bench-"))
-    url, drop = bench_database(workdir, "decision")
-    server, address, _ui = start_server(workdir)
-    try:
-        os.environ.update(approval_bench_env(workdir, address=address, database_url=url))
-        # The web side's own: Django's test client calls itself "testserver" and speaks plain http.
-        os.environ.update({"DJANGO_ALLOWED_HOSTS": "testserver", "DJANGO_SECURE_COOKIES": "false"})
-        (workdir / "static").mkdir()  # STATIC_ROOT, which make run creates: whitenoise warns without it
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.core.management import call_command
-
-        from approvals.demo import seed_users_and_policies
-
-        call_command("migrate", verbosity=0)
-        seed_users_and_policies()
-        engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    with approval_bench("decision", web=True) as (workdir, _server, address, engine):
         print(f"decision bench on {engine}: {args.samples} decisions per way", flush=True)
         timings = asyncio.run(run(address, workdir, args.samples))
-    except BaseException:
-        log = workdir / "worker.log"
-        if log.exists():
-            print(f"--- worker.log (last lines)\n{log.read_text()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        stop_server(server)
-        drop()
-        shutil.rmtree(workdir, ignore_errors=True)
     report(timings, engine, args)
 
 

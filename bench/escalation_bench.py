@@ -42,10 +42,8 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,15 +57,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    approval_bench_env,
-    bench_database,
+    approval_bench,
     count_waiting,
     machine_info,
     pause_snapshot_schedule,
     start_approvals,
-    start_server,
     start_worker,
-    stop_server,
     stop_worker,
     wait_until,
     worker_polling,
@@ -381,25 +376,8 @@ def main() -> None:
     if args.margin is None:
         args.margin = 15 if args.quick else 60
 
-    workdir = Path(tempfile.mkdtemp(prefix="tollgate-escalation-bench-"))
-    proc, address, _ui = start_server(workdir)
-    url, drop = bench_database(workdir, "escalation-bench")
-    os.environ.update(approval_bench_env(workdir, address=address, database_url=url))
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        from approvals.demo import seed_users_and_policies
-
-        call_command("migrate", verbosity=0)
-        seed_users_and_policies()
-        figures = asyncio.run(run(args, address, proc.pid, workdir))
-    finally:
-        drop()
-        stop_server(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
+    with approval_bench("escalation") as (workdir, server, address, _engine):
+        figures = asyncio.run(run(args, address, server.pid, workdir))
     report(figures, args.json)
 
 

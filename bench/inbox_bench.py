@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, machine_info, write_result  # noqa: E402
+from bench.common import bench_database, machine_info, setup_django, write_result  # noqa: E402
 
 TARGET = 1.5
 
@@ -127,17 +127,7 @@ def main() -> None:
         "DJANGO_SECURE_COOKIES": "false",
     })  # fmt: skip
     try:
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        from approvals.demo import seed_users_and_policies
-
-        seed_users_and_policies()
-        engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+        engine = setup_django()
         print(f"inbox bench on {engine}: {args.tasks} tasks, median of {args.repeat} views", flush=True)
 
         add_tasks(100, group_name="approvers", offset=0)

@@ -27,11 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,14 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    approval_bench_env,
-    bench_database,
+    approval_bench,
     machine_info,
     pause_snapshot_schedule,
-    start_server,
     start_windowed,
     start_worker,
-    stop_server,
     stop_worker,
     worker_polling,
 )
@@ -190,25 +184,8 @@ def main() -> None:
     if args.cache_sizes is None:
         args.cache_sizes = [1000, 40] if args.quick else [1000, 100]
 
-    workdir = Path(tempfile.mkdtemp(prefix="tollgate-memory-bench-"))
-    proc, address, _ui = start_server(workdir)
-    url, drop = bench_database(workdir, "memory-bench")
-    os.environ.update(approval_bench_env(workdir, address=address, database_url=url))
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        from approvals.demo import seed_users_and_policies
-
-        call_command("migrate", verbosity=0)
-        seed_users_and_policies()
+    with approval_bench("memory") as (workdir, _server, address, _engine):
         results = asyncio.run(run(address, workdir, args.cache_sizes, args.approvals))
-    finally:
-        drop()
-        stop_server(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
     report(results, args.approvals, args.json)
 
 

@@ -46,10 +46,9 @@ from temporalio.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import start_server, stop_server  # noqa: E402
+from bench.common import setup_django, start_server, stop_server  # noqa: E402
 
 TYPES = ("BenchOrder", "BenchInvoice", "BenchReport", "BenchSync")
-COUNTS_KEY = ""  # the overview's cached status counts, emptied before each "uncached" view
 
 
 @workflow.defn(dynamic=True, sandboxed=False)
@@ -189,15 +188,7 @@ def main() -> None:
             "DJANGO_DEBUG": "false", "DJANGO_SECURE_COOKIES": "false",
             "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "monitoring-bench-" + "x" * 40),
         })  # fmt: skip
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        from approvals.demo import seed_users_and_policies
-
-        seed_users_and_policies()
+        setup_django()
         calls = count_rpcs()
         results = []
         for size in (args.executions // 10, args.executions):
@@ -284,15 +275,14 @@ async def measure(ui: str, repeat: int, calls: Counter[str]) -> dict[str, Any]:
         refresh.append((step, time.perf_counter() - began))
     client = AsyncClient()
     await client.aforce_login(await get_user_model().objects.aget(username="oscar"))
-    from django.conf import settings
     from django.core.cache import cache
 
-    global COUNTS_KEY
-    COUNTS_KEY = f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}"  # services'
+    from monitoring.services import live_counts_key
+
     pages: dict[str, tuple[str, Callable[[], Any] | None]] = {
         "overview": ("/monitoring/?window=7d", None),
         "explorer": ("/monitoring/executions/", None),
-        "overview_uncached": ("/monitoring/?window=7d", lambda: cache.delete(COUNTS_KEY)),
+        "overview_uncached": ("/monitoring/?window=7d", lambda: cache.delete(live_counts_key())),
     }
     figures: dict[str, Any] = {"refresh": refresh, **await time_interleaved(ui, client, pages, repeat, calls)}
     figures["overview_cold"] = await time_cold_overview(client, repeat, calls)

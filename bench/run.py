@@ -51,10 +51,12 @@ def run(name: str, quick: bool, out: Path, override: list[str] | None = None) ->
     began = time.monotonic()
     finished = subprocess.run(command, cwd=ROOT, check=False)
     seconds = time.monotonic() - began
+    ended = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     if finished.returncode != 0 or not target.exists():
-        return {"bench": name, "rows": [], "notes": [f"FAILED (exit code {finished.returncode})"], "seconds": seconds}
+        failed = [f"FAILED (exit code {finished.returncode})"]
+        return {"bench": name, "rows": [], "notes": failed, "seconds": seconds, "ended": ended}
     result: dict[str, Any] = json.loads(target.read_text())
-    result["seconds"] = seconds
+    result["seconds"], result["ended"] = seconds, ended
     if override is not None:
         result.setdefault("notes", []).insert(0, f"run with `{' '.join(override)}`")
     return result
@@ -94,13 +96,16 @@ def table(results: list[dict[str, Any]], quick: bool) -> str:
     lines.append("")
     for result in results:
         notes = "; ".join(result.get("notes", []))
-        lines.append(f"- {result['bench']} ({result.get('seconds', 0):.0f} s): {notes}")
+        lines.append(
+            f"- {result['bench']} ({result.get('seconds', 0):.0f} s, ended {result.get('ended', '?')}): {notes}"
+        )
     return "\n".join(lines)
 
 
 def merged(report: str, ran: list[str]) -> str:
     """This run's table with the rows and notes of the benches it did not run kept from the table in
-    BENCHMARKS.md (``--keep-others``: one bench measured again after a fix, the rest as they were)."""
+    BENCHMARKS.md (``--keep-others``: one bench measured again after a fix, the rest as they were);
+    each bench's note says when it ended, so a merged table still tells when each was measured."""
     path = ROOT / "BENCHMARKS.md"
     if not path.exists() or START not in path.read_text():
         return report
@@ -116,9 +121,6 @@ def merged(report: str, ran: list[str]) -> str:
     rows_end = max(i for i, line in enumerate(lines) if line.startswith("| "))
     lines[rows_end + 1 : rows_end + 1] = others("| ")
     lines += others("- ")
-    stamp = next((line for line in old.splitlines() if line.startswith("Measured ")), "")
-    if stamp:
-        lines.insert(0, f"Benches other than {', '.join(ran)}: {stamp[0].lower()}{stamp[1:]}")
     return "\n".join(lines)
 
 

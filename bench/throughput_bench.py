@@ -36,10 +36,8 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -56,14 +54,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     PageResponse,
-    approval_bench_env,
+    approval_bench,
     as_under_daphne,
-    bench_database,
     machine_info,
     pause_snapshot_schedule,
-    start_server,
     start_worker,
-    stop_server,
     stop_worker,
     worker_polling,
     write_result,
@@ -360,36 +355,9 @@ def main() -> None:
     if args.quick:
         args.approvals = 40
 
-    workdir = Path(tempfile.mkdtemp(prefix="tollgate-throughput-bench-"))
-    url, drop = bench_database(workdir, "throughput")
-    server, address, _ui = start_server(workdir)
-    try:
-        os.environ.update(approval_bench_env(workdir, address=address, database_url=url))
-        # The web side's own: Django's test client calls itself "testserver" and speaks plain http.
-        os.environ.update({"DJANGO_ALLOWED_HOSTS": "testserver", "DJANGO_SECURE_COOKIES": "false"})
-        (workdir / "static").mkdir()  # STATIC_ROOT, which make run creates: whitenoise warns without it
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.core.management import call_command
-
-        from approvals.demo import seed_users_and_policies
-
-        call_command("migrate", verbosity=0)
-        seed_users_and_policies()
-        engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    with approval_bench("throughput", web=True) as (workdir, server, address, engine):
         print(f"throughput bench on {engine}: {args.approvals} approvals per path", flush=True)
         totals, answers = asyncio.run(run(address, server.pid, workdir, args.approvals, args.concurrency))
-    except BaseException:
-        log = workdir / "worker.log"
-        if log.exists():
-            print(f"--- worker.log (last lines)\n{log.read_text()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        stop_server(server)
-        drop()
-        shutil.rmtree(workdir, ignore_errors=True)
     report(totals, answers, engine, args)
 
 

@@ -412,9 +412,14 @@ class Live:
     error: str = ""
 
 
+def live_counts_key() -> str:
+    """Where the namespace's live status counts are cached (the monitoring bench empties it)."""
+    return f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}"
+
+
 def live_status_counts() -> Live:
     """Exact namespace counts from visibility (one call, cached a few seconds); the snapshot's when down."""
-    key = f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}"
+    key = live_counts_key()
     counts = cache.get(key)
     if counts is not None:
         return Live(counts, "temporal")
@@ -638,8 +643,9 @@ def trends(*, start: datetime, end: datetime, buckets: int = 24, snapshot_at: da
     Two aggregate queries (conditional counts per bucket, then per type and duration bucket): the rows
     stay in the database however many runs the window holds. The figures only change with the
     snapshot, so they are computed once per snapshot and window (``snapshot_at``)."""
-    key = f"monitoring:trends:{snapshot_at.timestamp() if snapshot_at else ''}:{start.timestamp()}:{end.timestamp()}"
-    if snapshot_at is not None and (cached := cache.get(f"{key}:{buckets}")) is not None:
+    moments = [m.timestamp() for m in (snapshot_at, start, end) if m is not None]
+    key = f"monitoring:trends:{buckets}:" + ":".join(map(str, moments))
+    if snapshot_at is not None and (cached := cache.get(key)) is not None:
         return cast(dict[str, Any], cached)
     step = (end - start) / buckets
     edges = [start + step * i for i in range(buckets)] + [end]
@@ -675,5 +681,5 @@ def trends(*, start: datetime, end: datetime, buckets: int = 24, snapshot_at: da
                       for row in per_type},
     }  # fmt: skip
     if snapshot_at is not None:
-        cache.set(f"{key}:{buckets}", figures, settings.MONITORING_REFRESH_SECONDS * 2)
+        cache.set(key, figures, settings.MONITORING_REFRESH_SECONDS * 2)
     return figures

@@ -460,8 +460,8 @@ async def read_activity_attempts(
                     elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                         started = event.activity_task_started_event_attributes
                         name = scheduled.get(started.scheduled_event_id, "unknown")
-                        attempt = str(max(started.attempt, 1))
-                        counts.setdefault(name, {})[attempt] = counts.get(name, {}).get(attempt, 0) + 1
+                        attempt, of_type = str(max(started.attempt, 1)), counts.setdefault(name, {})
+                        of_type[attempt] = of_type.get(attempt, 0) + 1
                 token = page.next_page_token
                 if not token:
                     break

@@ -113,7 +113,15 @@ def test_two_stacks_run_side_by_side_stop_on_ctrl_c_and_resume(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("DJANGO_DEBUG", "maybe"), ("TEMPORAL_ADDRESS", "no-port"), ("PORT", "eighty"), ("DATABASE_URL", "mysql://x/y")],
+    [
+        ("DJANGO_DEBUG", "maybe"),
+        ("TEMPORAL_ADDRESS", "no-port"),
+        ("PORT", "eighty"),
+        ("DATABASE_URL", "mysql://x/y"),
+        ("DATABASE_CONN_MAX_AGE", "forever"),
+        ("TOLLGATE_WORKFLOW_CACHE_SIZE", "-1"),
+        ("MONITORING_ATTEMPTS_PER_REFRESH", "many"),
+    ],  # fmt: skip
 )
 def test_a_wrong_setting_fails_at_start_with_one_line_naming_it(variable: str, value: str) -> None:
     env = {**os.environ, "DJANGO_SECRET_KEY": "test-only-key", variable: value}

@@ -258,6 +258,36 @@ def test_the_explorer_sorts_the_page_by_a_column_either_way(
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.integration
+def test_the_explorers_total_is_cached_a_few_seconds_and_its_rows_are_live(
+    cast: dict[str, Any], own_server: DevServer, sample_worker: SampleWorker, own_settings: Any
+) -> None:
+    from django.core.cache import cache
+
+    address, queue = own_server.address, sample_worker.task_queue
+    first = start(address, queue, "MonMixWorkflow", {"mode": "hang"})
+    client = login(cast["oscar"])
+    url = reverse("monitoring:executions")
+    eventually(lambda: client.get(url, {"format": "json"}).json()["total"] == 1)
+    own_settings.MONITORING_LIVE_CACHE_SECONDS = 60
+    cache.clear()
+    assert client.get(url, {"format": "json"}).json()["total"] == 1  # counted, then cached
+    second = start(address, queue, "MonMixWorkflow", {"mode": "hang"})
+
+    def listed() -> dict[str, Any]:
+        return client.get(url, {"format": "json"}).json()
+
+    def with_second() -> dict[str, Any] | None:
+        data = listed()
+        return data if second in [e["workflow_id"] for e in data["executions"]] else None
+
+    data = eventually(with_second)
+    assert {e["workflow_id"] for e in data["executions"]} == {first, second} and data["total"] == 1
+    cache.clear()
+    assert listed()["total"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.integration
 def test_actions_are_confirmed_permission_checked_and_audited(
     cast: dict[str, Any], own_server: DevServer, sample_worker: SampleWorker
 ) -> None:

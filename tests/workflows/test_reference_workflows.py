@@ -278,6 +278,35 @@ def activity_attempts(address: str, workflow_id: str) -> dict[str, list[int]]:
     return run_async(history)
 
 
+def finish_held_saga_on_a_new_worker(address: str, queue: str, order_id: str) -> None:
+    """After the first worker is gone mid-confirmation: the steps before it are in the ledger once; a
+    new worker finishes the saga, running again only the step that was under way."""
+    workflow_id = f"order-{order_id}"
+    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
+        "reserve:desk",
+        "reserve:lamp",
+        "charge",
+    ]
+    release_hold(order_id=order_id)
+    second = WorkerThread(address, queue).start()
+    try:
+        result = workflow_result(address, workflow_id, timeout=90)
+    finally:
+        second.stop()
+    assert (result["status"], result["compensated"]) == ("confirmed", [])
+    assert result["done"] == ["reserve:desk", "reserve:lamp", "charge", "confirm"]
+    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
+        "reserve:desk", "reserve:lamp", "charge", "hold_released", "confirm",
+    ]  # fmt: skip
+    # Done steps ran once, on the first worker; only the held one ran again (the attempt that was
+    # cut off, then the one that finished), on the second.
+    assert activity_attempts(address, workflow_id) == {
+        "reserve_inventory": [1, 1],
+        "charge_payment": [1],
+        "confirm_order": [2],
+    }
+
+
 @pytest.mark.integration
 def test_a_saga_resumes_from_its_last_step_after_its_worker_stops(
     cast: dict[str, Any], temporal_settings: Any, dev_server: DevServer
@@ -300,33 +329,7 @@ def test_a_saga_resumes_from_its_last_step_after_its_worker_stops(
     finally:
         first.stop()  # mid-saga: the confirmation is held, the steps before it are done
     assert not first.thread or not first.thread.is_alive()
-    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
-        "reserve:desk",
-        "reserve:lamp",
-        "charge",
-    ]
-
-    release_hold(order_id=order_id)
-    second = WorkerThread(dev_server.address, queue).start()
-    try:
-        result = workflow_result(dev_server.address, workflow_id, timeout=60)
-    finally:
-        second.stop()
-    assert (result["status"], result["compensated"]) == ("confirmed", [])
-    assert result["done"] == ["reserve:desk", "reserve:lamp", "charge", "confirm"]
-    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
-        "reserve:desk",
-        "reserve:lamp",
-        "charge",
-        "hold_released",
-        "confirm",
-    ]
-    # Done steps ran once, on the first worker; only the held one ran again, on the second.
-    assert activity_attempts(dev_server.address, workflow_id) == {
-        "reserve_inventory": [1, 1],
-        "charge_payment": [1],
-        "confirm_order": [2],
-    }
+    finish_held_saga_on_a_new_worker(dev_server.address, queue, order_id)
 
 
 @pytest.mark.integration
@@ -374,28 +377,7 @@ def test_a_saga_whose_worker_process_is_killed_mid_step_finishes_on_a_new_worker
         run_async(drop_schedule)
     log.seek(0)
     assert b"worker polling task queue" in log.read()  # it was the real worker that died
-    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
-        "reserve:desk",
-        "reserve:lamp",
-        "charge",
-    ]
-
-    release_hold(order_id=order_id)
-    second = WorkerThread(dev_server.address, queue).start()
-    try:
-        result = workflow_result(dev_server.address, workflow_id, timeout=90)
-    finally:
-        second.stop()
-    assert (result["status"], result["compensated"]) == ("confirmed", [])
-    assert result["done"] == ["reserve:desk", "reserve:lamp", "charge", "confirm"]
-    assert [e.action for e in LedgerEntry.objects.filter(order_id=order_id)] == [
-        "reserve:desk", "reserve:lamp", "charge", "hold_released", "confirm",
-    ]  # fmt: skip
-    assert activity_attempts(dev_server.address, workflow_id) == {
-        "reserve_inventory": [1, 1],
-        "charge_payment": [1],
-        "confirm_order": [2],  # the attempt that died with the process, then the one that finished
-    }
+    finish_held_saga_on_a_new_worker(dev_server.address, queue, order_id)
 
 
 # ---- TeamBudgetWorkflow: a long-lived entity ------------------------------------------
