@@ -247,14 +247,22 @@ def report(results: list[tuple[int, dict[str, Any]]], args: argparse.Namespace) 
                     "ratio": round(ms / base, 3), "unit": "ms", "target": "<= 1.0x" if judged else "report",
                     "met": ms / base <= 1.0 if judged else None,
                 })  # fmt: skip
-    first = results[0][1]
-    same = all(first[n][1] == figures[n][1] for n in ("overview_uncached", "explorer") for _, figures in results)
-    print(f"\nRPCs per view constant from {results[0][0]} to {results[-1][0]} executions: {'yes' if same else 'NO'}")
+    # The most RPCs any view made, against each page's fixed bound: whether a view found a live
+    # count still cached depends on when its 5 s ran out, not on the executions, so the most seen
+    # may differ between sizes (the explorer's total expiring during one view at one size only);
+    # what must hold at every size is the bound.
+    bounds = {"overview": 1, "overview_uncached": 1, "explorer": 2}
+    within = all(figures[n][1] <= bound for n, bound in bounds.items() for _, figures in results)
+    seen = "; ".join(
+        f"{name.replace('_', ' ')} {' / '.join(f'{figures[name][1]:g}' for _, figures in results)}" for name in bounds
+    )
+    print(f"\nmost RPCs per view at {' / '.join(f'{s:,}' for s, _ in results)} executions: {seen}")
+    print(f"within the fixed bounds (overview 1, explorer 2) at every size: {'yes' if within else 'NO'}")
     rows.append({
-        "figure": "Temporal RPCs per view (overview uncached, explorer)",
-        "value": f"{first['overview_uncached'][1]:g}, {first['explorer'][1]:g}", "baseline": None, "ratio": None,
-        "unit": "",
-        "target": f"same at {results[0][0]:,} and {results[-1][0]:,}", "met": same,
+        "figure": f"most Temporal RPCs in a view at {' / '.join(f'{s:,}' for s, _ in results)} executions",
+        "value": seen, "baseline": None, "ratio": None, "unit": "",
+        "target": "overview <= 1 (its cached counts), explorer <= 2 (the list, and the count when its cached "
+                  "total ran out) at every size", "met": within,
     })  # fmt: skip
     notes = [f"fill: {args.executions:,} executions of 4 types (70% completed, 10% failed, 5% timed out, "
              "3% terminated, 12% running) on a dev server (SQLite file, WAL); medians of "

@@ -102,26 +102,39 @@ def table(results: list[dict[str, Any]], quick: bool) -> str:
     return "\n".join(lines)
 
 
+def _bench_of(line: str) -> str:
+    """The bench a table row (``| name | ...``) or a note (``- name (...``) belongs to, or ""."""
+    name = line[2:].split(" ", 1)[0] if line.startswith(("| ", "- ")) else ""
+    return name if name in BENCHES else ""
+
+
+def _in_bench_order(lines: list[str]) -> list[str]:
+    """The rows, then the notes, of every bench in ``BENCHES`` order (each bench's own order kept);
+    header lines and anything else are dropped."""
+    order = list(BENCHES)
+    rows = [line for line in lines if line.startswith("| ") and _bench_of(line)]
+    notes = [line for line in lines if line.startswith("- ") and _bench_of(line)]
+    return sorted(rows, key=lambda line: order.index(_bench_of(line))) + sorted(
+        notes, key=lambda line: order.index(_bench_of(line))
+    )
+
+
 def merged(report: str, ran: list[str]) -> str:
     """This run's table with the rows and notes of the benches it did not run kept from the table in
-    BENCHMARKS.md (``--keep-others``: one bench measured again after a fix, the rest as they were);
-    each bench's note says when it ended, so a merged table still tells when each was measured."""
+    BENCHMARKS.md (``--keep-others``: one bench measured again after a fix, the rest as they were),
+    all in one table in the usual order; each bench's note says when it ended, so a merged table
+    still tells when each was measured."""
     path = ROOT / "BENCHMARKS.md"
     if not path.exists() or START not in path.read_text():
         return report
-    old = path.read_text().split(START, 1)[1].split(END, 1)[0]
-
-    def others(prefix: str) -> list[str]:
-        return [
-            line for line in old.splitlines()
-            if line.startswith(prefix) and line[len(prefix):].split(" ", 1)[0] not in ran
-        ]  # fmt: skip
-
+    old = path.read_text().split(START, 1)[1].split(END, 1)[0].splitlines()
+    kept = [line for line in old if _bench_of(line) and _bench_of(line) not in ran]
     lines = report.splitlines()
-    rows_end = max(i for i, line in enumerate(lines) if line.startswith("| "))
-    lines[rows_end + 1 : rows_end + 1] = others("| ")
-    lines += others("- ")
-    return "\n".join(lines)
+    first = next(i for i, line in enumerate(lines) if _bench_of(line))
+    ordered = _in_bench_order(lines + kept)
+    rows = [line for line in ordered if line.startswith("| ")]
+    notes = [line for line in ordered if line.startswith("- ")]
+    return "\n".join([*lines[:first], *rows, "", *notes])
 
 
 def write(report: str) -> None:

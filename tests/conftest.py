@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from approvals import demo
 from approvals.models import ApprovalTask, Policy, PolicyLevel, TaskAssignment
+from config.ports import free_port  # noqa: F401  # re-exported: the tests import it from here
 from workflows import client as temporal
 
 BIN = Path(sys.executable).parent
@@ -131,12 +132,6 @@ def pending_task(
 
 
 # ---- Temporal servers ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class DevServer:

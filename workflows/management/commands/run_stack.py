@@ -22,6 +22,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config.ports import free_port
 from workflows import client as temporal
 
 COLOURS = {"temporal": "35", "redis": "31", "worker": "36", "web": "32", "stack": "33"}
@@ -71,9 +72,7 @@ class Command(BaseCommand):
             settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
             ui_port = int(port) + 1000
             if answers(f"127.0.0.1:{ui_port}"):  # taken by something else: any free port will do
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", 0))
-                    ui_port = probe.getsockname()[1]
+                ui_port = free_port(spare_above=0)
             self.spawn(
                 "temporal",
                 [
