@@ -68,9 +68,14 @@ def send(user_ids: list[int], frame: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+
+    async def deliver() -> None:
+        for group in [*(user_group(user_id) for user_id in user_ids), OPERATORS]:
+            await layer.group_send(group, frame)
+
+    # One trip into an event loop for all the groups: from a thread without one (an activity, a sync
+    # view) each async_to_sync starts a loop in a new thread, and channels_redis a connection per loop.
     try:
-        for user_id in user_ids:
-            async_to_sync(layer.group_send)(user_group(user_id), frame)
-        async_to_sync(layer.group_send)(OPERATORS, frame)
+        async_to_sync(deliver)()
     except Exception:  # a live page is a nicety: never fail the write that caused it
         log.warning("could not send a live event for %s", frame, exc_info=True)

@@ -145,12 +145,16 @@ class Aim:
 class Cpu:
     """Cores used by each process between ``mark`` and ``cores``."""
 
-    def __init__(self, **pids: int) -> None:
-        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+    def __init__(self, **pids: int | list[int]) -> None:
+        """Each name is one process or several, summed (the workers when there are more than one)."""
+        self.procs = {
+            name: [psutil.Process(pid) for pid in (group if isinstance(group, list) else [group])]
+            for name, group in pids.items()
+        }
         self.mark()
 
     def _now(self) -> dict[str, float]:
-        return {name: sum(proc.cpu_times()[:2]) for name, proc in self.procs.items()}
+        return {name: sum(sum(p.cpu_times()[:2]) for p in group) for name, group in self.procs.items()}
 
     def mark(self) -> None:
         self.began, self.start = time.monotonic(), self._now()
@@ -250,17 +254,19 @@ async def run(args: argparse.Namespace, address: str, server_pid: int, workdir: 
 
     client = await Client.connect(address)
     await pause_snapshot_schedule(client)
-    worker = start_worker(workdir)
+    workers = [start_worker(workdir) for _ in range(args.workers)]
     try:
-        await worker_polling(client, worker, workdir)
-        return await measure(args, client, worker.pid, server_pid)
+        for worker in workers:
+            await worker_polling(client, worker, workdir)
+        return await measure(args, client, [w.pid for w in workers], server_pid)
     finally:
-        stop_worker(worker)
+        for worker in workers:
+            stop_worker(worker)
 
 
-async def measure(args: argparse.Namespace, client: Client, worker_pid: int, server_pid: int) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, client: Client, worker_pids: list[int], server_pid: int) -> dict[str, Any]:
     n, tag = args.approvals, f"esc{time.time_ns() % 10**8}"
-    cpu = Cpu(worker=worker_pid, server=server_pid, bench=os.getpid())
+    cpu = Cpu(worker=worker_pids, server=server_pid, bench=os.getpid())
 
     warm = max(30, n // 20)
     began = time.time()
@@ -308,7 +314,7 @@ async def measure(args: argparse.Namespace, client: Client, worker_pid: int, ser
         "started_in": started - began, "spread": last - first, "late_db": list(late_db.values()), "late_wf": late_wf,
         "burst": done - first, "stages": {s: [t[s] - deadlines[w] for w, t in stages.items()] for s in STAGES},
         "saved_sample": [late_db[w] for w in stages], "start_cpu": start_cpu, "burst_cpu": burst_cpu,
-        "margin": args.margin, "lag": aim.lag,
+        "margin": args.margin, "lag": aim.lag, "workers": args.workers,
     }  # fmt: skip
 
 
@@ -339,20 +345,23 @@ def report(figures: dict[str, Any], json_path: Path | None) -> None:
         return {"figure": figure, "value": round(value, 2), "baseline": None, "ratio": None, "unit": unit,
                 "target": target, "met": met}  # fmt: skip
 
+    workers = figures["workers"]
+    on = f", {workers} worker processes" if workers > 1 else ""
     rows = [
-        row(f"escalation lateness, max of {n:,} (task row)", db[2], "s", f"<= {TARGET_S:g} s", db[2] <= TARGET_S),
+        row(f"escalation lateness, max of {n:,} (task row){on}", db[2], "s", f"<= {TARGET_S:g} s", db[2] <= TARGET_S),
         row("escalation lateness, p99 (task row)", db[1], "s"),
         row("escalation lateness, p50 (task row)", db[0], "s"),
         row("escalation lateness, max (workflow acted on its timer)", wf[2], "s"),
         row("escalation lateness, p50 (workflow acted on its timer)", wf[0], "s"),
         row(f"spread of the {n:,} level-1 deadlines", figures["spread"], "s"),
         row(f"start phase: {n:,} started and waiting", figures["start_phase"], "s"),
-        row("escalations recorded per second in the burst", n / figures["burst"], "/s"),
+        row(f"escalations recorded per second in the burst{on}", n / figures["burst"], "/s"),
     ]
     stage_p50 = "; ".join(f"{s} {statistics.median(figures['stages'][s]):.1f}" for s in STAGES)
     notes = [
-        f"{n:,} ApprovalWorkflows on manage.py run_worker (subprocess, {settings.TOLLGATE_WORKER_THREADS} activity "
-        f"threads, cache {settings.TOLLGATE_WORKFLOW_CACHE_SIZE}), "
+        f"{n:,} ApprovalWorkflows on {workers} manage.py run_worker process{'es' if workers > 1 else ''} "
+        f"(subprocesses, {settings.TOLLGATE_WORKER_THREADS} activity threads and a cache of "
+        f"{settings.TOLLGATE_WORKFLOW_CACHE_SIZE} each; CPU figures summed over them), "
         f"started at {figures['rate']:.0f}/s (80% of a {figures['warm']}-approval warm-up's "
         f"{figures['warm_rate']:.0f}/s), each naming the policy whose whole-second timeout puts its deadline "
         f"at one moment {figures['margin']} s after the last start",
@@ -369,8 +378,13 @@ def main() -> None:
     parser.add_argument("--margin", type=int, help="s from the last start to the deadlines (default 60, quick 15)")
     parser.add_argument("--sample", type=int, default=200, help="histories read for the breakdown")
     parser.add_argument("--quick", action="store_true", help="200 approvals, deadlines 15 s after the last start")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the task queue, as a deployment scales out"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     args = parser.parse_args()
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.quick:
         args.approvals = 200
     if args.margin is None:

@@ -304,7 +304,10 @@ def type_health(*, start: datetime, end: datetime) -> list[TypeHealth]:
     A fixed number of SQL queries, whatever the number of types or runs."""
     length = end - start
     current = _window(start, end)
-    previous = _window(start - length, start)
+    try:
+        previous = _window(start - length, start)
+    except OverflowError:  # a window longer than the time since year 1 has no window before it
+        previous = {}
     running = dict(
         Execution.objects.filter(status="running")
         .values_list("workflow_type")

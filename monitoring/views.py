@@ -11,7 +11,7 @@ import functools
 import hmac
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -38,6 +39,7 @@ from workflows import visibility
 PAGE_SIZE = 100
 FOLD_AT = 400
 URL_SAFE = "/~:@!$&'()*+,;="  # what Django's reverse() leaves unquoted in a path
+STUCK_MAX_MINUTES = 10 * 366 * 24 * 60  # ten years: longer than anything is stuck, far from datetime's limits
 STATUSES = ["Running", "Completed", "Failed", "TimedOut", "Canceled", "Terminated", "ContinuedAsNew"]
 
 
@@ -71,17 +73,29 @@ def _window(request: HttpRequest, state: SnapshotState) -> tuple[str, datetime, 
     now = state.refreshed_at or timezone.now()
     name = request.GET.get("window", "24h")
     if name == "custom":
-        start = parse_datetime(request.GET.get("start", "") or "")
-        end = parse_datetime(request.GET.get("end", "") or "") or now
-        if start is not None:
-            start = start if timezone.is_aware(start) else timezone.make_aware(start)
-            end = end if timezone.is_aware(end) else timezone.make_aware(end)
-            if start < end:
-                return name, start, end
+        start = _moment(request.GET.get("start", ""))
+        end = _moment(request.GET.get("end", "")) or now
+        if start is not None and start < end:
+            return name, start, end
         name = "24h"
     if name not in services.WINDOWS:
         name = "24h"
     return name, now - services.WINDOWS[name], now
+
+
+def _moment(text: str) -> datetime | None:
+    """An aware time from the query string; None when it is missing, is no real time ("2025-02-30"), or
+    lies so near year 1 or 9999 that UTC (the database's) or the local time zone cannot hold it."""
+    try:
+        moment = parse_datetime(text)
+        if moment is None:
+            return None
+        moment = moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+        moment.astimezone(UTC)
+        timezone.localtime(moment)
+    except (ValueError, OverflowError):
+        return None
+    return moment
 
 
 @operators_only
@@ -182,11 +196,9 @@ def executions(request: HttpRequest) -> HttpResponse:
         "rows": [], "next_token": "", "error": "", "down": "", "total": None, "sort": sort,
         "columns": _column_headers(request.GET, sort), **_snapshot_context(),
     }  # fmt: skip
-    status = 200
+    status, sent = 200, _token(request.GET.get("page", ""))
     try:
-        rows, token, total = services.list_executions(
-            query=query, page_size=PAGE_SIZE, token=_token(request.GET.get("page", ""))
-        )
+        rows, token, total = services.list_executions(query=query, page_size=PAGE_SIZE, token=sent)
         context["rows"], context["total"] = _sort_rows(rows, sort), total
         context["next_token"] = base64.urlsafe_b64encode(token).decode() if token else ""
     except visibility.BadQuery as exc:
@@ -195,7 +207,10 @@ def executions(request: HttpRequest) -> HttpResponse:
         context["down"] = str(exc)
         context["snapshot_rows"] = Execution.objects.order_by("-start_time")[:PAGE_SIZE]
     except temporal.TemporalError as exc:
-        context["error"], status = str(exc), 400
+        # A page token the server cannot read (altered, or from another server) fails as UNKNOWN,
+        # "please retry", which no retry fixes.
+        problem = f"its page token was not accepted ({exc}); start again from the first page" if sent else str(exc)
+        context["error"], status = problem, 400
     if request.GET.get("format") != "json":
         context["rows_html"] = _rows_html(context["rows"])
         return render(request, "monitoring/executions.html", context, status=status)
@@ -291,16 +306,18 @@ def execution_detail(request: HttpRequest, workflow_id: str, run_id: str) -> Htt
 
 
 def _detail_context(request: HttpRequest, workflow_id: str, run_id: str) -> dict[str, Any]:
+    # Temporal takes a NUL in a workflow id; PostgreSQL text refuses one, so no row can hold such an id.
+    this_run = Q(workflow_id=workflow_id, run_id=run_id) if "\x00" not in workflow_id else Q(pk__in=[])
     context: dict[str, Any] = {
         "workflow_id": workflow_id, "run_id": run_id, "detail": None, "down": "", "missing": False,
-        "row": Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).first(),
+        "row": Execution.objects.filter(this_run).first(),
         "temporal_url": temporal.temporal_ui_url(workflow_id, run_id), "can_act": can_act(request.user),
-        "fold_at": FOLD_AT, "audit": ActionLog.objects.filter(workflow_id=workflow_id, run_id=run_id)[:20],
+        "fold_at": FOLD_AT, "audit": ActionLog.objects.filter(this_run)[:20],
         **_snapshot_context(),
     }  # fmt: skip
     try:
         context["detail"] = temporal.run(visibility.describe_execution, workflow_id=workflow_id, run_id=run_id)
-    except visibility.NotFound:
+    except (visibility.NotFound, visibility.BadQuery):  # BadQuery: a run id that is no run id ("Invalid RunId.")
         context["missing"] = True
     except temporal.TemporalError as exc:
         context["down"] = str(exc)
@@ -319,7 +336,12 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
     raw_input = request.POST.get("input", "").strip()
     problem = ""
     arg: Any = None
-    if action not in ActionLog.Action.values:
+    if any("\x00" in value for value in (workflow_id, run_id, reason, signal, raw_input)):
+        # The audit log could not store it (PostgreSQL text holds no NUL), and no action goes unaudited.
+        problem = (
+            "A NUL character in the workflow id or a field: Tollgate cannot audit this action, so it was not sent."
+        )
+    elif action not in ActionLog.Action.values:
         problem = "Choose cancel, terminate, signal or reset."
     elif action in (ActionLog.Action.TERMINATE, ActionLog.Action.RESET) and not reason:
         verb = "Terminating" if action == ActionLog.Action.TERMINATE else "Resetting"
@@ -363,7 +385,7 @@ def retries(request: HttpRequest) -> HttpResponse:
 def stuck(request: HttpRequest) -> HttpResponse:
     minutes = settings.MONITORING_STUCK_MINUTES
     try:
-        minutes = max(int(request.GET.get("minutes", minutes)), 1)
+        minutes = min(max(int(request.GET.get("minutes", minutes)), 1), STUCK_MAX_MINUTES)
     except ValueError:
         pass
     rows = services.stuck_executions(threshold=timedelta(minutes=minutes))
