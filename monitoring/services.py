@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -67,13 +67,22 @@ def refresh_snapshot() -> RefreshResult:
     except temporal.TemporalError as exc:
         SnapshotState.objects.filter(pk=state.pk).update(last_error=str(exc)[:2000])
         raise
+    closed, running = [i for i in changes.closed if _storable(i)], [i for i in changes.running if _storable(i)]
+    if skipped := len(changes.closed) + len(changes.running) - len(closed) - len(running):
+        log.warning(
+            "monitoring refresh left out %d runs whose ids hold a NUL character (no database text can)", skipped
+        )
     with transaction.atomic():
-        _upsert(changes.closed, now=now, closed=True)
-        _upsert(changes.running, now=now, closed=False)
+        _upsert(closed, now=now, closed=True)
+        _upsert(running, now=now, closed=False)
         for described in changes.described:
-            _apply_describe(described, now=now)
+            if _storable(described.info):
+                _apply_describe(described, now=now)
         for (workflow_id, run_id), message in changes.failures.items():
-            Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).update(failure_message=message[:5000])
+            if NUL not in workflow_id + run_id:
+                Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).update(
+                    failure_message=_without_nul(message[:5000])
+                )
         newest = max((i.close_time for i in changes.closed if i.close_time), default=None)
         watermark = max(filter(None, [state.close_watermark, newest])) if newest else state.close_watermark
         if watermark is None:
@@ -88,7 +97,7 @@ def refresh_snapshot() -> RefreshResult:
         )
     store_window_health(now)
     read_closed_attempts(now=now)
-    close_tasks_ended_outside(changes.closed)
+    close_tasks_ended_outside(closed)
     live.monitoring_changed()
     if changes.truncated:
         log.warning("monitoring refresh read its limit of %d closed runs", settings.MONITORING_MAX_CLOSED_PER_REFRESH)
@@ -118,7 +127,7 @@ def read_closed_attempts(*, now: datetime, limit: int | None = None) -> int:
         log.warning("could not read activity attempts: %s", exc)
         return 0
     for (workflow_id, run_id), counts in found.items():
-        Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).update(activity_attempts=counts)
+        Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).update(activity_attempts=_without_nul(counts))
     return len(found)
 
 
@@ -186,6 +195,29 @@ def close_tasks_ended_outside(closed: list[visibility.ExecutionInfo], *, limit: 
     return done
 
 
+NUL = "\x00"
+T = TypeVar("T")
+
+
+def _storable(info: visibility.ExecutionInfo) -> bool:
+    """Temporal takes a NUL character in a workflow id (or a type or task queue name); PostgreSQL
+    text cannot hold one, and one such run would fail the whole refresh. Such runs stay out of the
+    snapshot: the explorer and their execution page still show them, live."""
+    return NUL not in f"{info.workflow_id}{info.run_id}{info.workflow_type}{info.task_queue}"
+
+
+def _without_nul(value: T) -> T:
+    """Messages and activity details as the snapshot stores them: a NUL, which neither PostgreSQL
+    text nor jsonb can hold, becomes U+FFFD (the replacement character)."""
+    if isinstance(value, str):
+        return value.replace(NUL, "\ufffd")  # type: ignore[return-value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]  # type: ignore[return-value]
+    return value
+
+
 def _upsert(infos: list[visibility.ExecutionInfo], *, now: datetime, closed: bool) -> None:
     if not infos:
         return
@@ -223,7 +255,7 @@ def _apply_describe(described: visibility.Described, *, now: datetime) -> None:
     if row.history_length != info.history_length or row.progress_at is None:
         row.progress_at = now
     row.history_length = info.history_length
-    row.pending_activities = described.pending_activities
+    row.pending_activities = _without_nul(described.pending_activities)
     row.described_at = now
     row.workflow_task_attempt = described.workflow_task_attempt
     row.save(

@@ -202,6 +202,34 @@ def test_the_snapshot_catches_up_incrementally(
     assert set(Execution.objects.filter(status="failed").values_list("workflow_id", flat=True)) == set(more)
 
 
+def test_a_nul_character_in_an_id_or_a_message_does_not_stop_the_refresh(
+    own_server: DevServer, sample_worker: SampleWorker, cast: dict[str, Any]
+) -> None:
+    """Temporal takes a NUL in a workflow id and a failure message; PostgreSQL text cannot hold one.
+    (On CI, such a run on the shared dev server once failed every later refresh.)"""
+    address, queue = own_server.address, sample_worker.task_queue
+    odd = f"nul-\x00-{uuid.uuid4().hex[:8]}"
+
+    async def go() -> None:
+        client = await TemporalClient.connect(address)
+        await client.start_workflow("MonMixWorkflow", {"mode": "ok", "seconds": 0.1}, id=odd, task_queue=queue)
+
+    run_async(go)
+    plain = start(address, queue, "MonMixWorkflow", {"mode": "ok", "seconds": 0.1})
+    failing = start(address, queue, "MonMixWorkflow", {"mode": "fail", "message": "bad\x00byte"})
+    for wid in (odd, plain, failing):
+        eventually(functools.partial(closed, address, wid))
+    eventually(lambda: visible_count(address, "ExecutionStatus != 'Running'") == 3)
+
+    result = refresh_snapshot()
+
+    assert result.closed_read == 3  # read, and the watermark moved past all three
+    assert set(Execution.objects.values_list("workflow_id", flat=True)) == {plain, failing}
+    assert "bad\ufffdbyte" in Execution.objects.get(workflow_id=failing).failure_message
+    assert SnapshotState.current().last_error == ""
+    assert refresh_snapshot().closed_read == 0
+
+
 def test_the_worker_creates_the_schedule_once_and_the_workflow_refreshes_the_snapshot(
     own_server: DevServer, sample_worker: SampleWorker, own_settings: Any
 ) -> None:
