@@ -108,17 +108,6 @@ def _bench_of(line: str) -> str:
     return name if name in BENCHES else ""
 
 
-def _in_bench_order(lines: list[str]) -> list[str]:
-    """The rows, then the notes, of every bench in ``BENCHES`` order (each bench's own order kept);
-    header lines and anything else are dropped."""
-    order = list(BENCHES)
-    rows = [line for line in lines if line.startswith("| ") and _bench_of(line)]
-    notes = [line for line in lines if line.startswith("- ") and _bench_of(line)]
-    return sorted(rows, key=lambda line: order.index(_bench_of(line))) + sorted(
-        notes, key=lambda line: order.index(_bench_of(line))
-    )
-
-
 def merged(report: str, ran: list[str]) -> str:
     """This run's table with the rows and notes of the benches it did not run kept from the table in
     BENCHMARKS.md (``--keep-others``: one bench measured again after a fix, the rest as they were),
@@ -131,7 +120,11 @@ def merged(report: str, ran: list[str]) -> str:
     kept = [line for line in old if _bench_of(line) and _bench_of(line) not in ran]
     lines = report.splitlines()
     first = next(i for i, line in enumerate(lines) if _bench_of(line))
-    ordered = _in_bench_order(lines + kept)
+    order = list(BENCHES)  # rows before notes, benches in this order; sorted() keeps each bench's own
+    ordered = sorted(
+        (line for line in lines + kept if _bench_of(line)),
+        key=lambda line: (line.startswith("- "), order.index(_bench_of(line))),
+    )
     rows = [line for line in ordered if line.startswith("| ")]
     notes = [line for line in ordered if line.startswith("- ")]
     return "\n".join([*lines[:first], *rows, "", *notes])

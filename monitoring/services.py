@@ -79,7 +79,7 @@ def refresh_snapshot() -> RefreshResult:
             if _storable(described.info):
                 _apply_describe(described, now=now)
         for (workflow_id, run_id), message in changes.failures.items():
-            if NUL not in workflow_id + run_id:
+            if storable(workflow_id, run_id):
                 Execution.objects.filter(workflow_id=workflow_id, run_id=run_id).update(
                     failure_message=_without_nul(message[:5000])
                 )
@@ -199,11 +199,16 @@ NUL = "\x00"
 T = TypeVar("T")
 
 
+def storable(*values: str) -> bool:
+    """Whether the database can hold these texts. Temporal takes a NUL character in a workflow id
+    (or a type, a task queue, a reason); PostgreSQL text cannot hold one."""
+    return not any(NUL in value for value in values)
+
+
 def _storable(info: visibility.ExecutionInfo) -> bool:
-    """Temporal takes a NUL character in a workflow id (or a type or task queue name); PostgreSQL
-    text cannot hold one, and one such run would fail the whole refresh. Such runs stay out of the
-    snapshot: the explorer and their execution page still show them, live."""
-    return NUL not in f"{info.workflow_id}{info.run_id}{info.workflow_type}{info.task_queue}"
+    """One run with a NUL in its names would fail the whole refresh: such runs stay out of the
+    snapshot; the explorer and their execution page still show them, live."""
+    return storable(info.workflow_id, info.run_id, info.workflow_type, info.task_queue)
 
 
 def _without_nul(value: T) -> T:

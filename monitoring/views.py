@@ -306,8 +306,8 @@ def execution_detail(request: HttpRequest, workflow_id: str, run_id: str) -> Htt
 
 
 def _detail_context(request: HttpRequest, workflow_id: str, run_id: str) -> dict[str, Any]:
-    # Temporal takes a NUL in a workflow id; PostgreSQL text refuses one, so no row can hold such an id.
-    this_run = Q(workflow_id=workflow_id, run_id=run_id) if "\x00" not in workflow_id else Q(pk__in=[])
+    # No row can hold an id the database cannot store (a NUL, which Temporal takes): look for none.
+    this_run = Q(workflow_id=workflow_id, run_id=run_id) if services.storable(workflow_id) else Q(pk__in=[])
     context: dict[str, Any] = {
         "workflow_id": workflow_id, "run_id": run_id, "detail": None, "down": "", "missing": False,
         "row": Execution.objects.filter(this_run).first(),
@@ -336,7 +336,7 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
     raw_input = request.POST.get("input", "").strip()
     problem = ""
     arg: Any = None
-    if any("\x00" in value for value in (workflow_id, run_id, reason, signal, raw_input)):
+    if not services.storable(workflow_id, run_id, reason, signal, raw_input):
         # The audit log could not store it (PostgreSQL text holds no NUL), and no action goes unaudited.
         problem = (
             "A NUL character in the workflow id or a field: Tollgate cannot audit this action, so it was not sent."

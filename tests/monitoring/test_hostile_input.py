@@ -11,9 +11,10 @@ from urllib.parse import quote, urlencode
 import pytest
 from django.test import Client
 from django.urls import reverse
+from temporalio.client import WorkflowExecutionStatus
 
 from monitoring.views import STUCK_MAX_MINUTES
-from tests.conftest import run_async
+from tests.monitoring.test_snapshot import describe, start
 from tests.monitoring.test_views import RUN_ID, snapshot_rows
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
@@ -192,28 +193,14 @@ def test_metrics_ignore_the_query_string(oscar: Client, settings: Any, query: st
 def start_parked(settings: Any, workflow_id: str) -> str:
     """A run no worker picks up: it stays running, with a history of its own. Ids get a suffix, as the
     session's server outlives the test."""
-    workflow_id = f"{workflow_id} {uuid.uuid4().hex[:8]}"
-
-    async def start() -> str:
-        from temporalio.client import Client as TemporalClient
-
-        temporal = await TemporalClient.connect(settings.TEMPORAL_ADDRESS)
-        await temporal.start_workflow(
-            "ParkedWorkflow", {"x": 1}, id=workflow_id, task_queue=settings.TEMPORAL_TASK_QUEUE
-        )
-        return workflow_id
-
-    return run_async(start)
+    return start(
+        settings.TEMPORAL_ADDRESS, settings.TEMPORAL_TASK_QUEUE, "ParkedWorkflow", {"x": 1},
+        workflow_id=f"{workflow_id} {uuid.uuid4().hex[:8]}",
+    )  # fmt: skip
 
 
 def run_id_of(settings: Any, workflow_id: str) -> str:
-    async def describe() -> str:
-        from temporalio.client import Client as TemporalClient
-
-        temporal = await TemporalClient.connect(settings.TEMPORAL_ADDRESS)
-        return (await temporal.get_workflow_handle(workflow_id).describe()).run_id
-
-    return run_async(describe)
+    return str(describe(settings.TEMPORAL_ADDRESS, workflow_id).run_id)
 
 
 @as_json
@@ -303,13 +290,4 @@ def test_an_action_the_audit_log_could_not_store_is_refused_and_not_sent(
     assert response.status_code == 200
     assert "Tollgate cannot audit this action, so it was not sent" in answered(response, as_json=False)
     assert not ActionLog.objects.exists()
-
-    async def status() -> Any:
-        from temporalio.client import Client as TemporalClient
-
-        temporal = await TemporalClient.connect(temporal_settings.TEMPORAL_ADDRESS)
-        return (await temporal.get_workflow_handle(workflow_id).describe()).status
-
-    from temporalio.client import WorkflowExecutionStatus
-
-    assert run_async(status) == WorkflowExecutionStatus.RUNNING
+    assert describe(temporal_settings.TEMPORAL_ADDRESS, workflow_id).status == WorkflowExecutionStatus.RUNNING

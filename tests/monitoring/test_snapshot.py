@@ -24,8 +24,10 @@ from workflows.worker import SNAPSHOT_SCHEDULE_ID, ensure_snapshot_schedule
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 
-def start(address: str, queue: str, workflow: str, arg: Any, *, timeout: timedelta | None = None) -> str:
-    workflow_id = f"{workflow.lower()}-{uuid.uuid4().hex[:8]}"
+def start(
+    address: str, queue: str, workflow: str, arg: Any, *, timeout: timedelta | None = None, workflow_id: str = ""
+) -> str:
+    workflow_id = workflow_id or f"{workflow.lower()}-{uuid.uuid4().hex[:8]}"
 
     async def go() -> None:
         client = await TemporalClient.connect(address)
@@ -208,13 +210,9 @@ def test_a_nul_character_in_an_id_or_a_message_does_not_stop_the_refresh(
     """Temporal takes a NUL in a workflow id and a failure message; PostgreSQL text cannot hold one.
     (On CI, such a run on the shared dev server once failed every later refresh.)"""
     address, queue = own_server.address, sample_worker.task_queue
-    odd = f"nul-\x00-{uuid.uuid4().hex[:8]}"
-
-    async def go() -> None:
-        client = await TemporalClient.connect(address)
-        await client.start_workflow("MonMixWorkflow", {"mode": "ok", "seconds": 0.1}, id=odd, task_queue=queue)
-
-    run_async(go)
+    odd = start(
+        address, queue, "MonMixWorkflow", {"mode": "ok", "seconds": 0.1}, workflow_id=f"nul-\x00-{uuid.uuid4().hex}"
+    )
     plain = start(address, queue, "MonMixWorkflow", {"mode": "ok", "seconds": 0.1})
     failing = start(address, queue, "MonMixWorkflow", {"mode": "fail", "message": "bad\x00byte"})
     for wid in (odd, plain, failing):
