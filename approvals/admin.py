@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from approvals.models import ApprovalTask, AuditEntry, Decision, Policy, PolicyLevel
-from approvals.services import save_policy_version
+from approvals.policies import save_policy_version
 
 
 class PolicyLevelInline(admin.TabularInline):

@@ -86,7 +86,7 @@ def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 @require_GET
 def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     policy = get_object_or_404(Policy, pk=pk)
-    version = services.current_version(policy)
+    version = policies.current_version(policy)
     running = policy.tasks.filter(status=ApprovalTask.Status.PENDING).order_by("created_at")
     context = {
         "policy": policy,
@@ -131,7 +131,7 @@ def policy_push(request: HttpRequest, pk: int) -> HttpResponse:
     if not tasks:
         messages.warning(request, "Choose at least one running task.")
         return redirect("approvals:policy_detail", pk=policy.pk)
-    version = services.current_version(policy)
+    version = policies.current_version(policy)
     sent, problems = services.push_policy_version(version=version, tasks=tasks, user=request.user)  # type: ignore[arg-type]
     messages.success(request, f"Version {version.number} sent to {sent} running task(s).")
     for problem in problems:
@@ -159,14 +159,14 @@ def routing(request: HttpRequest) -> HttpResponse:
     chosen = None
     if preview.is_bound and preview.is_valid():
         data = preview.cleaned_data
-        chosen = services.route_policy(request_type=data["request_type"], payload=data["payload"])
+        chosen = policies.route_policy(request_type=data["request_type"], payload=data["payload"])
         chosen = chosen or Policy.objects.filter(is_default=True, retired_at=None).first()
     context = {
         "rules": RoutingRule.objects.select_related("policy"),
         "form": form,
         "preview": preview,
         "chosen": chosen,
-        "chosen_timeline": policies.timeline(services.current_version(chosen).snapshot) if chosen else None,
+        "chosen_timeline": policies.timeline(policies.current_version(chosen).snapshot) if chosen else None,
     }
     return render(request, "approvals/routing.html", context, status=422 if form.errors else 200)
 

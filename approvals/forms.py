@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +9,7 @@ from django.contrib.auth.models import Group, User
 from approvals.durations import format_duration, parse_duration
 from approvals.models import Decision, Delegation, Policy, RoutingRule, level_timing_errors
 from approvals.policies import LevelData, eligible_count, shadowed_rules
+from workflows.parsing import InputError, json_from_text
 
 PAYLOAD_ROWS = 5
 
@@ -208,20 +208,10 @@ class RoutingPreviewForm(forms.Form):
     )
 
     def clean_payload(self) -> dict[str, Any]:
-        return json_object(self.cleaned_data.get("payload") or "", "The payload")
-
-
-def json_object(text: str, what: str) -> dict[str, Any]:
-    text = text.strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise forms.ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
-    if not isinstance(value, dict):
-        raise forms.ValidationError(f"{what} must be a JSON object.")
-    return value
+        try:
+            return json_from_text(self.cleaned_data.get("payload") or "", "payload")
+        except InputError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 class DelegationForm(forms.ModelForm):
@@ -249,120 +239,3 @@ class DelegationForm(forms.ModelForm):
         if data.get("user") and data.get("user") == data.get("delegate"):
             self.add_error("delegate", "Choose someone else as the delegate.")
         return data
-
-
-# ---- starting the reference workflows (approvals/views.py start_workflow) -----------------
-# Field names are the workflow's input fields, so an error from the workflow's own parser
-# (workflows/starts.py) lands on the field it names. ``cleaned_data["input"]`` is what is sent.
-
-
-class StartForm(forms.Form):
-    kind = ""
-    heading = ""
-    help = ""
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        data["input"] = {name: data[name] for name in self.fields if _given(data.get(name))}
-        return data
-
-
-def _given(value: Any) -> bool:
-    """Blanks and unticked boxes are left out, so the workflow's defaults apply; 0 is a value."""
-    return value is not None and value is not False and value != ""
-
-
-def _positive(**kwargs: Any) -> forms.FloatField:
-    return forms.FloatField(min_value=0.01, max_value=1e12, **kwargs)
-
-
-class OrderStartForm(StartForm):
-    kind, heading = "order", "Order (saga)"
-    help = "Reserves each item, asks for approval from the threshold on, charges and confirms; undoes on rejection."
-    order_id = forms.CharField(max_length=50, required=False, help_text="Left empty: a new id.")
-    amount = _positive()
-    items = forms.CharField(max_length=500, help_text="SKU:quantity, comma-separated, e.g. desk:2, lamp")
-    approval_threshold = _positive(required=False, help_text="Orders from this amount need an approval (1000).")
-    fail_payment = forms.BooleanField(required=False, label="Decline the payment (see the compensations run)")
-
-    def clean_items(self) -> list[dict[str, Any]]:
-        items = []
-        for part in (self.cleaned_data.get("items") or "").split(","):
-            sku, _, quantity = part.strip().partition(":")
-            if not sku.strip():
-                continue
-            if quantity.strip() and not quantity.strip().isdigit():
-                raise forms.ValidationError(f"“{part.strip()}”: the quantity after the colon must be a whole number.")
-            items.append({"sku": sku.strip(), "quantity": int(quantity or 1)})
-        if not items:
-            raise forms.ValidationError("Name at least one item.")
-        return items
-
-
-class BudgetStartForm(StartForm):
-    kind, heading = "budget", "Team budget (entity)"
-    help = "A long-lived budget: spends above the limit ask for approval. Signal “spend” to use it."
-    team = forms.SlugField(max_length=100)
-    balance = forms.FloatField(min_value=0, max_value=1e12)
-    limit = _positive(help_text="Spends above this need an approval.")
-    max_events = forms.IntegerField(min_value=1, max_value=10_000, required=False, help_text="Spends per run (500).")
-
-
-class CampaignStartForm(StartForm):
-    kind, heading = "campaign", "Approval campaign (fan-out)"
-    help = "Asks every approver at once, one approval each, and counts the answers."
-    campaign_id = forms.CharField(max_length=40, required=False, help_text="Left empty: a new id.")
-    title = forms.CharField(max_length=300)
-    description = forms.CharField(max_length=10_000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    approvers = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2}), help_text="Usernames, separated by commas or spaces."
-    )
-    policy = forms.ModelChoiceField(
-        queryset=Policy.objects.filter(retired_at=None), to_field_name="slug", required=False, empty_label="Default"
-    )
-    fan_out_limit = forms.IntegerField(
-        min_value=2, max_value=1000, required=False, help_text="Children per workflow (500)."
-    )
-    payload = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 2}), label="Details", help_text='JSON, e.g. {"doc": "v2"}'
-    )
-
-    def clean_approvers(self) -> list[str]:
-        names = (self.cleaned_data.get("approvers") or "").replace(",", " ").split()
-        if not names:
-            raise forms.ValidationError("Name at least one approver.")
-        return names
-
-    def clean_policy(self) -> str:
-        policy = self.cleaned_data.get("policy")
-        return policy.slug if policy else ""
-
-    def clean_payload(self) -> dict[str, Any]:
-        return json_object(self.cleaned_data.get("payload") or "", "The details")
-
-
-class DeploymentStartForm(StartForm):
-    kind, heading = "deployment", "Deployment pipeline"
-    help = "Builds, retries a flaky step, waits for a person's go-ahead, rolls out."
-    deployment_id = forms.CharField(max_length=200, required=False, help_text="Left empty: a new id.")
-    service = forms.CharField(max_length=200)
-    version = forms.CharField(max_length=200)
-    flaky_failures = forms.IntegerField(
-        min_value=0, max_value=20, required=False, help_text="Times the flaky step fails before it succeeds (2)."
-    )
-    fail_with = forms.ChoiceField(
-        choices=[("", "Nothing"), ("InvalidArtifact", "InvalidArtifact (a non-retryable failure)")], required=False
-    )
-    rollout_seconds = forms.FloatField(min_value=0, max_value=3600, required=False, help_text="Seconds (5).")
-    policy = forms.ModelChoiceField(
-        queryset=Policy.objects.filter(retired_at=None), to_field_name="slug", required=False, empty_label="Default"
-    )
-
-    def clean_policy(self) -> str:
-        policy = self.cleaned_data.get("policy")
-        return policy.slug if policy else ""
-
-
-START_FORMS: dict[str, type[StartForm]] = {
-    form.kind: form for form in (OrderStartForm, BudgetStartForm, CampaignStartForm, DeploymentStartForm)
-}

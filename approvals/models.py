@@ -266,13 +266,28 @@ class ApprovalTask(models.Model):
     def is_overdue(self) -> bool:
         return self.status == self.Status.PENDING and self.due_at is not None and self.due_at < timezone.now()
 
-    def can_be_decided_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
-        """Whether ``user`` may decide now: pending, assigned at this or an earlier level, not the requester."""
-        if not user.is_authenticated or self.status != self.Status.PENDING:
-            return False
+    def decision_refusal(self, user: AbstractBaseUser | AnonymousUser, *, up_to_level: int | None = None) -> str:
+        """Why ``user`` may not decide this task now, or "" when they may: an active user, not the
+        requester, assigned (directly, through a group or as a delegate) at a level reached so far
+        (``up_to_level``: the workflow's highest level; the rows hold no later one), while the task
+        is pending. The one rule for the task page, the decision view and the workflow's
+        ``check_eligibility`` activity."""
+        if not user.is_authenticated or not user.is_active:
+            return "no such active user"
+        if self.status != self.Status.PENDING:
+            return f"the task is {self.get_status_display().lower()}"
         if self.requester_id is not None and self.requester_id == user.pk:
-            return False
-        return ApprovalTask.objects.visible_to(user).filter(pk=self.pk).exists()
+            return "requesters may not decide their own request"
+        users, groups = _reach(user)
+        assigned = self.assignments.filter(Q(user__in=users) | Q(group__in=groups))
+        if up_to_level is not None:
+            assigned = assigned.filter(level__lte=up_to_level)
+        if not assigned.exists():
+            return f"not assigned at level {up_to_level} or earlier" if up_to_level else "not assigned to you"
+        return ""
+
+    def can_be_decided_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
+        return not self.decision_refusal(user)
 
     def payload_items(self) -> list[tuple[str, str, bool]]:
         """(key, text, fold) per payload field: nested values as indented JSON,

@@ -24,7 +24,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from approvals import live
-from approvals.durations import format_duration
 from approvals.models import (
     ApprovalTask,
     AuditEntry,
@@ -33,20 +32,15 @@ from approvals.models import (
     Notification,
     Policy,
     PolicyVersion,
-    RoutingRule,
     TaskAssignment,
-    assigned_to,
 )
 from workflows import client as temporal
-from workflows.starts import Start, build_start
 from workflows.types import (
-    Approvers,
     CompleteTaskInput,
     EscalateInput,
     LevelSnapshot,
     NotifyInput,
     PolicyChangeInput,
-    PolicySnapshot,
     RegisterTaskInput,
     VoteInput,
 )
@@ -54,186 +48,11 @@ from workflows.types import (
 log = logging.getLogger(__name__)
 
 
-class InvalidRequest(ValueError):
-    """A request names a policy, group or user that does not exist."""
-
-    def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"{field_name}: {problem}")
-        self.field = field_name
-
-
 def _when(value: str) -> datetime:
     parsed = parse_datetime(value.replace("Z", "+00:00"))
     if parsed is None:
         raise ValueError(f"not an ISO 8601 time: {value!r}")
     return parsed
-
-
-# ---- policies ---------------------------------------------------------------
-
-
-def policy_definition(policy: Policy) -> dict[str, Any]:
-    """The policy's current definition as plain data (what a version stores)."""
-    return {
-        "slug": policy.slug,
-        "name": policy.name,
-        "final_action": policy.final_action,
-        "rejection_is_veto": policy.rejection_is_veto,
-        "levels": [
-            {
-                "groups": sorted(g.name for g in level.groups.all()),
-                "users": sorted(u.get_username() for u in level.users.all()),
-                "timeout_seconds": int(level.timeout.total_seconds()),
-                "reminder_seconds": int(level.reminder_interval.total_seconds()) if level.reminder_interval else None,
-                "required_approvals": level.required_approvals,
-            }
-            for level in policy.levels.prefetch_related("groups", "users").order_by("order")
-        ],
-    }
-
-
-def save_policy_version(*, policy: Policy, user: User | None) -> PolicyVersion:
-    """Freeze the policy's current definition as its next version, with a readable diff."""
-    previous = policy.versions.order_by("-number").first()
-    snapshot = policy_definition(policy)
-    number = previous.number + 1 if previous else 1
-    snapshot["version"] = number
-    changes = describe_changes(previous.snapshot if previous else None, snapshot)
-    return PolicyVersion.objects.create(
-        policy=policy, number=number, snapshot=snapshot, changes=changes, created_by=user
-    )
-
-
-def current_version(policy: Policy) -> PolicyVersion:
-    """The latest version; a policy made outside the editor gets its first one now."""
-    version = policy.versions.order_by("-number").first()
-    if version is None:
-        with transaction.atomic():
-            Policy.objects.select_for_update().get(pk=policy.pk)
-            version = policy.versions.order_by("-number").first() or save_policy_version(policy=policy, user=None)
-    return version
-
-
-def describe_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two policy snapshots."""
-    if old is None:
-        return ["Created"]
-    changes = []
-    labels = {"name": "Name", "final_action": "Final action", "rejection_is_veto": "Any rejection ends it"}
-    for key, label in labels.items():
-        if old.get(key) != new.get(key):
-            changes.append(f"{label}: {old.get(key)} → {new.get(key)}")
-    old_levels, new_levels = old.get("levels", []), new.get("levels", [])
-    for number in range(1, max(len(old_levels), len(new_levels)) + 1):
-        before = old_levels[number - 1] if number <= len(old_levels) else None
-        after = new_levels[number - 1] if number <= len(new_levels) else None
-        if before is None:
-            changes.append(f"Level {number} added: {_describe_level(after)}")
-        elif after is None:
-            changes.append(f"Level {number} removed (was {_describe_level(before)})")
-        else:
-            changes.extend(_level_changes(number, before, after))
-    return changes or ["No change"]
-
-
-def _describe_level(level: dict[str, Any] | None) -> str:
-    if not level:
-        return ""
-    who = ", ".join([f"group {g}" for g in level.get("groups", [])] + level.get("users", []))
-    text = f"{who}, {format_duration(level['timeout_seconds'])}"
-    if level.get("reminder_seconds"):
-        text += f", reminders every {format_duration(level['reminder_seconds'])}"
-    if level.get("required_approvals", 1) > 1:
-        text += f", {level['required_approvals']} approvals"
-    return text
-
-
-def _level_changes(number: int, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    changes = []
-    for key, label in (("groups", "groups"), ("users", "users")):
-        added = sorted(set(after.get(key, [])) - set(before.get(key, [])))
-        removed = sorted(set(before.get(key, [])) - set(after.get(key, [])))
-        if added:
-            changes.append(f"Level {number} {label}: + {', '.join(added)}")
-        if removed:
-            changes.append(f"Level {number} {label}: − {', '.join(removed)}")
-    for key, label in (("timeout_seconds", "timeout"), ("reminder_seconds", "reminders every")):
-        if before.get(key) != after.get(key):
-            old = format_duration(before.get(key)) or "none"
-            new = format_duration(after.get(key)) or "none"
-            changes.append(f"Level {number} {label}: {old} → {new}")
-    if before.get("required_approvals", 1) != after.get("required_approvals", 1):
-        changes.append(
-            f"Level {number} approvals needed: {before.get('required_approvals', 1)} → {after['required_approvals']}"
-        )
-    return changes
-
-
-def route_policy(*, request_type: str, payload: dict[str, Any]) -> Policy | None:
-    """The first enabled routing rule that matches picks the policy."""
-    rules = RoutingRule.objects.filter(enabled=True, policy__retired_at=None).select_related("policy")
-    for rule in rules.order_by("order", "pk"):
-        if rule.matches(request_type, payload):
-            return rule.policy
-    return None
-
-
-def snapshot_policy(
-    *, slug: str, approvers: Approvers | None, request_type: str = "", payload: dict[str, Any] | None = None
-) -> PolicySnapshot:
-    """The policy as the workflow will follow it: named, else routed, else the default."""
-    if slug:
-        policy = Policy.objects.filter(slug=slug).first()
-        if policy is None:
-            raise InvalidRequest("policy", f"no escalation policy with slug {slug!r}")
-        if policy.retired_at is not None:
-            raise InvalidRequest("policy", f"policy {slug!r} is retired")
-    else:
-        policy = route_policy(request_type=request_type, payload=payload or {})
-        policy = policy or Policy.objects.filter(is_default=True, retired_at=None).first()
-        if policy is None:
-            raise InvalidRequest("policy", "no policy named, no routing rule matched, and no default policy")
-    version = current_version(policy)
-    data = version.snapshot
-    levels = [
-        LevelSnapshot(
-            groups=level["groups"],
-            users=level["users"],
-            timeout_seconds=level["timeout_seconds"],
-            reminder_seconds=level.get("reminder_seconds"),
-            required_approvals=level.get("required_approvals", 1),
-        )
-        for level in data["levels"]
-    ]
-    if not levels:
-        raise InvalidRequest("policy", f"policy {policy.slug!r} has no levels")
-    if approvers is not None:
-        missing_groups = set(approvers.groups) - set(
-            Group.objects.filter(name__in=approvers.groups).values_list("name", flat=True)
-        )
-        if missing_groups:
-            raise InvalidRequest("approvers.groups", f"unknown group(s): {', '.join(sorted(missing_groups))}")
-        found_users = User.objects.filter(username__in=approvers.users, is_active=True).values_list(
-            "username", flat=True
-        )
-        missing_users = set(approvers.users) - set(found_users)
-        if missing_users:
-            raise InvalidRequest("approvers.users", f"unknown or inactive user(s): {', '.join(sorted(missing_users))}")
-        first = levels[0]
-        levels[0] = LevelSnapshot(
-            approvers.groups, approvers.users, first.timeout_seconds, first.reminder_seconds, first.required_approvals
-        )
-    for number, level in enumerate(levels, start=1):
-        if not level.groups and not level.users:
-            raise InvalidRequest("policy", f"level {number} of policy {policy.slug!r} has no approvers")
-    return PolicySnapshot(
-        slug=policy.slug,
-        name=data["name"],
-        final_action=data["final_action"],
-        levels=levels,
-        version=version.number,
-        rejection_is_veto=data.get("rejection_is_veto", True),
-    )
 
 
 # ---- activity side: keep the read model current -------------------------------
@@ -552,21 +371,15 @@ def fail_task(*, workflow_id: str, error: str) -> None:
 
 
 def check_eligibility(*, workflow_id: str, username: str, level: int) -> tuple[bool, str]:
+    """The workflow's question, answered by the task page's own rule (``ApprovalTask.decision_refusal``)."""
     task = ApprovalTask.objects.filter(workflow_id=workflow_id).first()
     if task is None:
         return False, "the task is unknown"
     user = User.objects.filter(username=username, is_active=True).first()
     if user is None:
         return False, "no such active user"
-    if task.requester_id == user.pk:
-        return False, "requesters may not decide their own request"
-    # The same rule as the inbox (ApprovalTask.objects.visible_to), up to ``level``.
-    assigned = _assigned_up_to(task, user, level)
-    return (True, "") if assigned else (False, f"not assigned at level {level} or earlier")
-
-
-def _assigned_up_to(task: ApprovalTask, user: User, level: int) -> bool:
-    return task.assignments.filter(assigned_to(user.pk), level__lte=level).exists()
+    refusal = task.decision_refusal(user, up_to_level=level)
+    return not refusal, refusal
 
 
 def _describe(level: LevelSnapshot) -> str:
@@ -687,30 +500,6 @@ def start_task_workflow(*, task_id: int) -> bool:
     if run_id:
         ApprovalTask.objects.filter(pk=task.pk, run_id="").update(run_id=run_id)
     return True
-
-
-# ---- web and CLI side: reference workflows ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StartedWorkflow:
-    start: Start
-    run_id: str
-
-    @property
-    def temporal_url(self) -> str:
-        return temporal.temporal_ui_url(self.start.workflow_id, self.run_id)
-
-
-def start_reference_workflow(*, kind: str, data: dict[str, Any], requested_by: str) -> StartedWorkflow:
-    """Check the input (``InputError`` names the field), then start the workflow by type name.
-    Raises ``temporal.TemporalUnavailable``, ``temporal.WorkflowExists`` or ``temporal.TemporalError``."""
-    start = build_start(kind, data, requested_by=requested_by)
-    run_id = temporal.run(
-        temporal.start_workflow, workflow_type=start.workflow_type, workflow_id=start.workflow_id, input=start.input
-    )
-    log.info("started %s %s (run %s) for %s", start.workflow_type, start.workflow_id, run_id, requested_by)
-    return StartedWorkflow(start, run_id)
 
 
 # ---- web side: decisions ------------------------------------------------------------

@@ -185,7 +185,7 @@ async def pause_snapshot_schedule(client: Client) -> None:
     """Create the monitoring snapshot schedule, paused, before any worker starts (the worker then finds it
     and leaves it alone). Its refresh reads visibility every 30 s, a load of its own that monitoring_bench
     measures; left running it would land at random in these figures."""
-    from workflows.worker import SNAPSHOT_SCHEDULE_ID, ensure_snapshot_schedule
+    from monitoring.snapshot import SNAPSHOT_SCHEDULE_ID, ensure_snapshot_schedule
 
     await ensure_snapshot_schedule(client)
     await client.get_schedule_handle(SNAPSHOT_SCHEDULE_ID).pause(note="paused by a bench")

@@ -88,7 +88,7 @@ def create_policies(timeouts: Sequence[int]) -> None:
     from django.db import transaction
 
     from approvals.models import Policy, PolicyLevel
-    from approvals.services import save_policy_version
+    from approvals.policies import save_policy_version
 
     approvers, managers = Group.objects.get(name="approvers"), Group.objects.get(name="managers")
     with transaction.atomic():

@@ -281,7 +281,7 @@ async def measure(ui: str, repeat: int, calls: Counter[str]) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from django.test import AsyncClient
 
-    from monitoring.services import refresh_snapshot
+    from monitoring.snapshot import refresh_snapshot
 
     refresh = []
     for step in ("catching up", "steady state"):

@@ -29,12 +29,11 @@ from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from monitoring import charts, services
+from monitoring import charts, services, visibility
 from monitoring.access import can_act, operators_only
 from monitoring.models import ActionLog, Execution, SnapshotState
 from monitoring.templatetags import monitoring_tags as tags
 from workflows import client as temporal
-from workflows import visibility
 
 PAGE_SIZE = 100
 FOLD_AT = 400

@@ -13,7 +13,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from approvals import services
+from approvals import policies, services
 from workflows.types import (
     CompleteTaskInput,
     Eligibility,
@@ -24,8 +24,6 @@ from workflows.types import (
     NotifyInput,
     PolicyChangeInput,
     PolicySnapshot,
-    RefreshSnapshotInput,
-    RefreshSnapshotResult,
     RegisterTaskInput,
     VoteInput,
 )
@@ -34,10 +32,10 @@ from workflows.types import (
 @activity.defn(name="load_policy")
 def load_policy(data: LoadPolicyInput) -> PolicySnapshot:
     try:
-        return services.snapshot_policy(
+        return policies.snapshot_policy(
             slug=data.policy, approvers=data.approvers, request_type=data.request_type, payload=data.payload
         )
-    except services.InvalidRequest as exc:
+    except policies.InvalidRequest as exc:
         raise ApplicationError(str(exc), exc.field, type="InvalidInput", non_retryable=True) from None
 
 
@@ -82,16 +80,7 @@ def send_notification(data: NotifyInput) -> bool:
     return services.send_notification(data=data)
 
 
-@activity.defn(name="refresh_monitoring_snapshot")
-def refresh_monitoring_snapshot(data: RefreshSnapshotInput) -> RefreshSnapshotResult:
-    from monitoring.services import refresh_snapshot
-
-    result = refresh_snapshot()
-    watermark = result.watermark.isoformat() if result.watermark else ""
-    return RefreshSnapshotResult(result.closed_read, result.running_read, result.described, watermark)
-
-
-ALL: list[Callable[..., Any]] = [
+ACTIVITIES: list[Callable[..., Any]] = [
     load_policy,
     register_task,
     escalate_task,
@@ -101,5 +90,4 @@ ALL: list[Callable[..., Any]] = [
     fail_task,
     record_vote,
     apply_policy_change,
-    refresh_monitoring_snapshot,
 ]

@@ -93,7 +93,7 @@ def forget_clients() -> None:
 
 async def call(make: Callable[[Client], Awaitable[T]]) -> T:
     """Run one client call, mapping "not reachable" and other RPC errors to ours.
-    Shared with workflows/visibility.py, the monitoring side of this module."""
+    Shared with monitoring/visibility.py, the monitoring app's Temporal queries."""
     client = await get_client()
     try:
         return await make(client)

@@ -7,22 +7,20 @@ import dataclasses
 import functools
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import DataError, close_old_connections
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
@@ -33,28 +31,59 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from workflows import activities, pipeline_activities, reference_activities
-from workflows.campaign import ApprovalCampaignWorkflow
-from workflows.monitoring_workflows import SNAPSHOT_WORKFLOW, MonitoringSnapshotWorkflow
-from workflows.pipeline import DeploymentPipelineWorkflow
-from workflows.reference import OrderSagaWorkflow, TeamBudgetWorkflow
-from workflows.types import RefreshSnapshotInput
+from monitoring import snapshot
+from monitoring import workflows as monitoring_workflows
+from workflows import activities
+from workflows.parsing import MAX_DEPTH
+from workflows.reference import registry as reference
 from workflows.workflows import ApprovalWorkflow
 
 log = logging.getLogger(__name__)
-WORKFLOWS: Sequence[type] = [
-    ApprovalWorkflow,
-    MonitoringSnapshotWorkflow,
-    OrderSagaWorkflow,
-    TeamBudgetWorkflow,
-    ApprovalCampaignWorkflow,
-    DeploymentPipelineWorkflow,
-]
-SNAPSHOT_SCHEDULE_ID = "tollgate-monitoring-snapshot"
-# The sandbox re-imports a workflow's modules for every workflow run it starts; ``workflows.types``
-# (stdlib-only frozen dataclasses and pure parsers, no state) is passed through instead, imported
-# once: re-running it cost about 18% of the worker's CPU under load (bench/throughput_bench.py).
-SANDBOX = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows.types"))
+# Every feature folder exports its own WORKFLOWS and ACTIVITIES (as PostHog's do); the worker
+# registers them all on one task queue.
+WORKFLOWS: Sequence[type] = [ApprovalWorkflow, *monitoring_workflows.WORKFLOWS, *reference.WORKFLOWS]
+ACTIVITIES: Sequence[Callable[..., Any]] = [*activities.ACTIVITIES, *snapshot.ACTIVITIES, *reference.ACTIVITIES]
+# The sandbox re-imports a workflow's modules for every workflow run it starts; the approval
+# contract's types and the input checks (``workflows.types``, ``workflows.parsing``: stdlib-only
+# frozen dataclasses and pure parsers, no state) are passed through instead, imported once:
+# re-running them cost about 18% of the worker's CPU under load (bench/throughput_bench.py). The
+# reference workflows keep their input types in their own modules (one module per workflow), so
+# those are sandboxed with their workflow.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows.types", "workflows.parsing")
+)
+
+
+class _BoundedJSONPayloadConverter(JSONPlainPayloadConverter):
+    """JSON decoding that fails the workflow, not its workflow task, when a value is nested too
+    deeply for the decoder itself (about 1,000 levels). Without this, ``json.loads``'s
+    RecursionError fails every workflow task and Temporal retries it forever; a non-retryable
+    ``ApplicationError`` raised while decoding fails the workflow (or the signal) at once.
+    Shallower values are decoded and then refused by the parsers (``workflows.parsing``)."""
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        try:
+            return super().from_payload(payload, type_hint)
+        except RecursionError:
+            raise ApplicationError(
+                f"invalid input: input: is nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)",
+                "input",
+                type="InvalidInput",
+                non_retryable=True,
+            ) from None
+
+
+class PayloadConverter(CompositePayloadConverter):
+    def __init__(self) -> None:
+        super().__init__(
+            *(
+                _BoundedJSONPayloadConverter() if isinstance(converter, JSONPlainPayloadConverter) else converter
+                for converter in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
+DATA_CONVERTER = dataclasses.replace(DataConverter.default, payload_converter_class=PayloadConverter)
 
 
 class _CloseConnections(ActivityInboundInterceptor):
@@ -92,11 +121,13 @@ def build_worker(
 ) -> Worker:
     """``cache_workflows=False`` turns off the workflow cache and with it sticky task queues, so a
     worker that stops leaves no workflow task bound to it (tests that stop a worker midway)."""
+    config = client.config()
+    config["data_converter"] = DATA_CONVERTER  # the worker decodes with the bounded JSON converter
     return Worker(
-        client,
+        Client(**config),
         task_queue=task_queue or settings.TEMPORAL_TASK_QUEUE,
         workflows=list(WORKFLOWS),
-        activities=[*activities.ALL, *reference_activities.ALL, *pipeline_activities.ALL],
+        activities=list(ACTIVITIES),
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,  # one slot per pool thread
         interceptors=[DjangoConnectionInterceptor()],
@@ -104,32 +135,6 @@ def build_worker(
         max_cached_workflows=settings.TOLLGATE_WORKFLOW_CACHE_SIZE if cache_workflows else 0,
         workflow_runner=SANDBOX,
     )
-
-
-async def ensure_snapshot_schedule(client: Client, *, task_queue: str | None = None) -> bool:
-    """Create the monitoring snapshot schedule unless it exists; True when created."""
-    queue = task_queue or settings.TEMPORAL_TASK_QUEUE
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            SNAPSHOT_WORKFLOW,
-            RefreshSnapshotInput(),
-            id=f"{SNAPSHOT_SCHEDULE_ID}-run",
-            task_queue=queue,
-            execution_timeout=timedelta(minutes=10),
-        ),
-        spec=ScheduleSpec(
-            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.MONITORING_REFRESH_SECONDS))]
-        ),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
-    try:
-        await client.create_schedule(SNAPSHOT_SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        return False
-    log.info(
-        "created schedule %r: monitoring snapshot every %ss", SNAPSHOT_SCHEDULE_ID, settings.MONITORING_REFRESH_SECONDS
-    )
-    return True
 
 
 async def relay_outbox(stop: asyncio.Event, *, interval: float | None = None) -> None:

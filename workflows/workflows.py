@@ -61,6 +61,7 @@ NOTIFY_RETRY = RetryPolicy(
 )
 
 
+STRICT_INPUT_PATCH = "strict-input"
 MAX_REMINDERS_PER_LEVEL = 50
 MAX_IGNORED = 100  # kept for the audit trail; a flood of bad signals is not
 
@@ -100,12 +101,17 @@ class ApprovalWorkflow:
     # ---- run -------------------------------------------------------------
 
     @workflow.run
-    async def run(self, raw: Any) -> ApprovalResult:
-        # ``Any``, not a dataclass or dict: a payload the converter cannot map
-        # would fail the workflow task and retry forever; ``parse`` instead
-        # fails the workflow at once with the field's name.
+    async def run(self, *args: Any) -> ApprovalResult:
+        # ``*args: Any``, not a dataclass or dict: a payload the converter cannot map, or a start
+        # with no argument or two (a TypeError calling ``run``), would fail the workflow task and
+        # retry forever; ``parse`` instead fails the workflow at once with the field's name.
+        # Histories recorded before the contract refused unknown keys, non-object payloads and
+        # values beyond the limits replay with the lenient parse they ran with.
+        strict = workflow.patched(STRICT_INPUT_PATCH)
         try:
-            request = ApprovalInput.parse(raw)
+            if len(args) != 1:
+                raise InputError("input", f"must be exactly one JSON object, got {len(args)} arguments")
+            request = ApprovalInput.parse(args[0], strict=strict)
         except InputError as exc:
             await self._reject_input(f"invalid input: {exc}", exc.field)
         self._request_id = request.request_id
@@ -201,7 +207,9 @@ class ApprovalWorkflow:
             )
         except ActivityError:
             pass  # the error below is what matters; the row is only a courtesy
-        raise ApplicationError(message, *details, type="InvalidInput", non_retryable=True)
+        # ``from None``: the failure's cause chain holds this one non-retryable error, not the
+        # InputError being handled (which a client reading the deepest cause would take as retryable).
+        raise ApplicationError(message, *details, type="InvalidInput", non_retryable=True) from None
 
     async def _wait_for_outcome(self) -> None:
         while self._result is None:

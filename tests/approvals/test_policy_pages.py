@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from approvals.models import Delegation, Policy, PolicyVersion, RoutingRule
-from approvals.services import current_version
+from approvals.policies import current_version
 from tests.conftest import make_policy, pending_task
 
 pytestmark = pytest.mark.django_db
@@ -208,7 +208,7 @@ def test_routing_rules_refuse_unreachable_rules_and_preview_a_payload(client: Cl
                                                       "payload": '{"amount": 20}'}).content.decode()  # fmt: skip
     assert "→ Standard" in small
     bad = admin.get(reverse("approvals:routing"), {"preview": "1", "payload": "{not json"}).content.decode()
-    assert "Not valid JSON" in bad
+    assert "is not valid JSON" in bad
 
 
 def test_an_approver_sets_a_delegate_who_then_gets_the_open_tasks(client: Client, cast: dict[str, Any]) -> None:

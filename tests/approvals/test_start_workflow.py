@@ -20,11 +20,11 @@ from tests.conftest import DevServer, WorkerThread, eventually, free_port, run_a
 
 pytestmark = pytest.mark.django_db
 
-START = reverse("approvals:start_workflow")
+START = reverse("reference:start")
 
 
 def start_url(kind: str) -> str:
-    return reverse("approvals:start_workflow_kind", args=[kind])
+    return reverse("reference:start_kind", args=[kind])
 
 
 def login(user: Any, **kwargs: Any) -> Client:
@@ -87,10 +87,15 @@ def test_csrf_is_enforced(cast: dict[str, Any], temporal_down: Any) -> None:
 @pytest.mark.parametrize(
     ("kind", "data", "field", "message"),
     [
-        ("order", {"order-amount": "-5", "order-items": "desk"}, "amount", "greater than or equal to 0.01"),
+        ("order", {"order-amount": "-5", "order-items": "desk"}, "amount", "must be a positive number"),
         ("order", {"order-amount": "5", "order-items": "desk:two"}, "items", "must be a whole number"),
         ("budget", {"budget-team": "design", "budget-balance": "10"}, "limit", "This field is required"),
-        ("campaign", {**CAMPAIGN, "campaign-fan_out_limit": "1"}, "fan_out_limit", "greater than or equal to 2"),
+        (
+            "campaign",
+            {**CAMPAIGN, "campaign-fan_out_limit": "1"},
+            "fan_out_limit",
+            "must be a whole number from 2 to 1000",
+        ),
         ("campaign", {**CAMPAIGN, "campaign-payload": "[1]"}, "payload", "must be a JSON object"),
         # found by the workflow's own parser, shown on the field it names:
         ("campaign", {**CAMPAIGN, "campaign-approvers": "bob alice"}, "approvers", "must not include the requester"),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from monitoring.services import refresh_snapshot
+from monitoring.snapshot import refresh_snapshot
 from tests.browser.test_decide_in_browser import log_in
 from tests.conftest import DevServer, eventually
 from tests.monitoring.conftest import SampleWorker

@@ -21,8 +21,7 @@ class SampleWorker(WorkerThread):
         from temporalio.client import Client
         from temporalio.worker import Worker
 
-        from workflows import activities
-        from workflows.worker import WORKFLOWS, DjangoConnectionInterceptor
+        from workflows.worker import ACTIVITIES, WORKFLOWS, DjangoConnectionInterceptor
 
         self.loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
@@ -33,7 +32,7 @@ class SampleWorker(WorkerThread):
                     client,
                     task_queue=self.task_queue,
                     workflows=[*WORKFLOWS, *SAMPLE_WORKFLOWS],
-                    activities=[*activities.ALL, *SAMPLE_ACTIVITIES],
+                    activities=[*ACTIVITIES, *SAMPLE_ACTIVITIES],
                     activity_executor=executor,
                     interceptors=[DjangoConnectionInterceptor()],
                 )

@@ -16,10 +16,10 @@ from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
 
 from monitoring.models import Execution, SnapshotState, WindowHealth
-from monitoring.services import read_closed_attempts, refresh_snapshot, retrying_activities, type_health
+from monitoring.services import retrying_activities, type_health
+from monitoring.snapshot import SNAPSHOT_SCHEDULE_ID, ensure_snapshot_schedule, read_closed_attempts, refresh_snapshot
 from tests.conftest import DevServer, eventually, run_async
 from tests.monitoring.conftest import SampleWorker
-from workflows.worker import SNAPSHOT_SCHEDULE_ID, ensure_snapshot_schedule
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 

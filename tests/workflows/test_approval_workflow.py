@@ -280,7 +280,7 @@ async def test_the_default_policy_applies_when_none_is_named(env, queue, cast) -
         ({"request_id": ""}, "request_id"),
         ({"title": 42}, "title"),
         ({"title": "nul\x00byte"}, "title"),
-        ({"payload": {"note": "nul\x00byte"}}, "payload"),
+        ({"payload": {"note": "nul\x00byte"}}, "payload.note"),
         ({"payload": ["not", "an", "object"]}, "payload"),
         ({"policy": "no-such-policy"}, "policy"),
         ({"approvers": {"groups": ["no-such-group"]}}, "approvers.groups"),

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
 from tests.workflows.conftest import record_history
-from workflows.campaign import shares
+from workflows.reference.campaign import shares
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

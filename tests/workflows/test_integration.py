@@ -241,7 +241,7 @@ def test_a_request_whose_workflow_was_terminated_before_it_registered_is_marked_
 def test_an_admin_pushes_a_new_version_to_a_running_task_from_the_page(
     cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
 ) -> None:
-    from approvals.services import save_policy_version
+    from approvals.policies import save_policy_version
 
     policy = make_policy("pushable", [{"groups": ["approvers"], "timeout": _hours(24)}])
     request = {"request_id": uuid.uuid4().hex[:8], "title": "Push me", "requested_by": "alice", "policy": "pushable"}
@@ -290,7 +290,7 @@ def test_a_task_whose_workflow_is_terminated_in_temporal_is_closed_by_the_next_r
 ) -> None:
     """Terminating runs no workflow code, so nothing closes the task but the monitoring refresh,
     which sees the run close; a run that is only reset (the id goes on) keeps its task."""
-    from monitoring.services import refresh_snapshot
+    from monitoring.snapshot import refresh_snapshot
 
     def terminate(workflow_id: str) -> None:
         subprocess.run(

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
-from workflows.pipeline_activities import resumed_progress
+from workflows.reference.pipeline import resumed_progress
 from workflows.worker import build_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)

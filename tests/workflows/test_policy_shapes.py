@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 
-from approvals import services
+from approvals import policies, services
 from approvals.models import AuditEntry, Delegation, Notification, Policy, RoutingRule
 from tests.conftest import make_policy
 from tests.workflows.test_approval_workflow import decision, registered, task_row
@@ -115,7 +115,7 @@ async def test_a_version_pushed_mid_level_recomputes_the_deadline_from_the_start
         level = policy.levels.get(order=1)
         level.timeout = timedelta(hours=2)
         level.save()
-        version = services.save_policy_version(policy=policy, user=User.objects.get(username="admin"))
+        version = policies.save_policy_version(policy=policy, user=User.objects.get(username="admin"))
         assert version.changes == ["Level 1 timeout: 1d → 2h"]
         return services.push_payload(version=version, user=User.objects.get(username="admin"))
 
@@ -155,7 +155,7 @@ async def test_a_push_whose_deadline_has_passed_escalates_once_and_gives_the_nex
             level.timeout = timedelta(hours=1)
             level.save()
         admin = User.objects.get(username="admin")
-        return services.push_payload(version=services.save_policy_version(policy=policy, user=admin), user=admin)
+        return services.push_payload(version=policies.save_policy_version(policy=policy, user=admin), user=admin)
 
     await handle.signal("update_policy", await shorter())
     await env.sleep(timedelta(minutes=30))

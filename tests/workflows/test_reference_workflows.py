@@ -23,12 +23,11 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
+from monitoring.snapshot import SNAPSHOT_SCHEDULE_ID
 from tests.conftest import DevServer, WorkerThread, eventually, run_async, workflow_result
 from tests.workflows.conftest import record_history
 from workflows.models import LedgerEntry
-from workflows.reference_activities import charge_payment, release_hold, reserve_inventory
-from workflows.types import LedgerInput
-from workflows.worker import SNAPSHOT_SCHEDULE_ID
+from workflows.reference.saga import LedgerInput, charge_payment, release_hold, reserve_inventory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -231,7 +230,7 @@ def test_a_retried_charge_does_not_charge_twice(transactional_db) -> None:
 
 
 def test_a_step_whose_compensation_already_ran_does_not_apply(transactional_db) -> None:
-    from workflows.reference_activities import release_inventory
+    from workflows.reference.saga import release_inventory
 
     release_inventory(LedgerInput(order_id="o-late", action="release:desk", undoes="reserve:desk"))
     assert reserve_inventory(LedgerInput(order_id="o-late", action="reserve:desk", quantity=1)).applied is False
@@ -424,7 +423,7 @@ async def test_small_spends_apply_at_once_and_a_duplicate_or_malformed_one_is_ig
         ("spent", "carol"),
     ]
     assert balance["recent"][1]["detail"] == "duplicate spend_id"
-    assert balance["recent"][2]["detail"] == "malformed spend: amount: must be a positive number"
+    assert balance["recent"][2]["detail"] == "malformed spend: amount: must be a positive number, at most 1000000000"
 
 
 async def test_a_spend_above_the_limit_waits_for_approval_and_one_above_the_balance_is_refused(

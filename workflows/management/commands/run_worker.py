@@ -13,8 +13,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from monitoring.snapshot import ensure_snapshot_schedule
 from workflows import client as temporal
-from workflows.worker import build_worker, ensure_snapshot_schedule, relay_outbox
+from workflows.worker import build_worker, relay_outbox
 
 log = logging.getLogger("tollgate.worker")
 

@@ -6,15 +6,15 @@ override its fields). Prints the workflow id and the Temporal UI link.
 
 from __future__ import annotations
 
-import json
 from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals import services
 from workflows import client as temporal
-from workflows.types import InputError
+from workflows.parsing import InputError, json_from_text
+from workflows.reference.registry import start_reference_workflow
+from workflows.reference.saga import items_from_text
 
 # kind -> (option, input field, type, help); repeatable options are lists.
 OPTIONS: dict[str, list[tuple[str, str, Any, str]]] = {
@@ -72,20 +72,20 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         kind = options["kind"]
-        data = self._input(options["input"])
-        for _, field, kind_of, _ in OPTIONS[kind]:
-            value = options.get(field)
-            if value is None:
-                continue
-            if kind_of == "item":
-                value = [_item(text) for text in value]
-            elif kind_of == "list":
-                value = [name for text in value for name in text.replace(",", " ").split()]
-            elif kind_of == "json":
-                value = self._input(value, what="--payload")
-            data[field] = value
         try:
-            started = services.start_reference_workflow(kind=kind, data=data, requested_by=options["requested_by"])
+            data = json_from_text(options["input"] or "", "--input")
+            for _, field, kind_of, _ in OPTIONS[kind]:
+                value = options.get(field)
+                if value is None:
+                    continue
+                if kind_of == "item":
+                    value = items_from_text(value)
+                elif kind_of == "list":
+                    value = [name for text in value for name in text.replace(",", " ").split()]
+                elif kind_of == "json":
+                    value = json_from_text(value, "--payload")
+                data[field] = value
+            started = start_reference_workflow(kind=kind, data=data, requested_by=options["requested_by"])
         except InputError as exc:
             raise CommandError(f"invalid input: {exc}") from None
         except temporal.TemporalError as exc:  # unreachable, an existing id, or refused
@@ -94,22 +94,3 @@ class Command(BaseCommand):
         self.stdout.write(f"workflow id: {started.start.workflow_id}")
         if started.temporal_url:
             self.stdout.write(f"Temporal UI: {started.temporal_url}")
-
-    @staticmethod
-    def _input(text: str | None, *, what: str = "--input") -> dict[str, Any]:
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"{what} is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise CommandError(f"{what} must be a JSON object")
-        return value
-
-
-def _item(text: str) -> dict[str, Any]:
-    sku, _, quantity = text.partition(":")
-    if quantity and not quantity.isdigit():
-        raise CommandError(f"--item {text!r}: the quantity after the colon must be a whole number")
-    return {"sku": sku, "quantity": int(quantity or 1)}

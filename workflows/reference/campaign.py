@@ -37,23 +37,122 @@ close policy), so no inbox keeps a task nobody waits for.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.workflow import ParentClosePolicy
 
-from workflows.reference import failure_message
-from workflows.types import (
-    MAX_REJECTIONS,
-    OUTCOMES,
-    PARENT_TYPE_MEMO,
-    ApprovalResult,
-    CampaignInput,
-    CampaignResult,
+from workflows.parsing import (
+    MAX_NODES,
     InputError,
+    json_object,
+    json_type,
+    known_keys,
+    string_field,
+    whole_number,
 )
+from workflows.reference.common import failure_message, invalid_input
+from workflows.types import OUTCOMES, PARENT_TYPE_MEMO, ApprovalResult
+
+MAX_CAMPAIGN_PAYLOAD = 4_000  # bytes of JSON: copied into every child's start event (see workflows/campaign.py)
+MAX_REJECTIONS = 50  # rejecters (and failures) a campaign's result lists; the counts cover everyone
+
+
+MAX_APPROVERS = 100_000  # about 2 MB of usernames: Temporal refuses larger payloads
+CAMPAIGN_FIELDS = (
+    "campaign_id",
+    "title",
+    "approvers",
+    "requested_by",
+    "description",
+    "payload",
+    "policy",
+    "fan_out_limit",
+    "approvals_queue",
+    "part",
+)
+
+
+@dataclass(frozen=True)
+class CampaignInput:
+    """Input of ``ApprovalCampaignWorkflow``; a sub-campaign gets the same shape with its
+    share of the approvers and ``part`` set (e.g. "2.1"): the campaign id stays the root's."""
+
+    campaign_id: str
+    title: str
+    approvers: list[str]
+    requested_by: str = ""
+    description: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    policy: str = ""
+    fan_out_limit: int = 500
+    approvals_queue: str = ""
+    part: str = ""  # "" for the campaign itself
+
+    @classmethod
+    def parse(cls, raw: Any) -> CampaignInput:
+        raw = json_object(raw, max_nodes=MAX_APPROVERS + MAX_NODES)
+        known_keys(raw, CAMPAIGN_FIELDS)
+        approvers = raw.get("approvers")
+        if not isinstance(approvers, list) or not approvers:
+            raise InputError("approvers", "must be a non-empty array of usernames")
+        if len(approvers) > MAX_APPROVERS:
+            raise InputError("approvers", f"must list at most {MAX_APPROVERS} usernames")
+        unique: list[str] = []  # first-seen order, so the tree's shape follows the caller's list
+        for number, name in enumerate(approvers):
+            if not isinstance(name, str) or not name.strip() or len(name.strip()) > 150:
+                raise InputError(f"approvers[{number}]", "must be a username (1 to 150 characters)")
+            if name.strip() not in unique:
+                unique.append(name.strip())
+        payload = raw.get("payload", {})
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise InputError("payload", f"must be a JSON object, got {json_type(payload)}")
+        encoded = json.dumps(payload)
+        if "\\u0000" in encoded:
+            raise InputError("payload", "must not contain NUL characters")
+        if len(encoded) > MAX_CAMPAIGN_PAYLOAD:
+            raise InputError(
+                "payload", f"must be at most {MAX_CAMPAIGN_PAYLOAD} bytes of JSON (each approver gets a copy)"
+            )
+        limit = whole_number(raw, "fan_out_limit", default=500, minimum=2, maximum=1000)
+        requested_by = string_field(raw, "requested_by", required=False, max_length=150)
+        if requested_by and requested_by in unique:
+            raise InputError("approvers", f"must not include the requester {requested_by!r} (four-eyes rule)")
+        part = string_field(raw, "part", required=False, max_length=200)
+        if part and not all(piece.isdigit() for piece in part.split(".")):
+            raise InputError("part", "must be dot-separated numbers (set by the parent campaign)")
+        return cls(
+            campaign_id=string_field(raw, "campaign_id", required=True, max_length=100),
+            title=string_field(raw, "title", required=True, max_length=300),
+            approvers=unique,
+            requested_by=requested_by,
+            description=string_field(raw, "description", required=False),
+            payload=payload,
+            policy=string_field(raw, "policy", required=False, max_length=100),
+            fan_out_limit=limit,
+            approvals_queue=string_field(raw, "approvals_queue", required=False, max_length=200),
+            part=part,
+        )
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    campaign_id: str
+    status: str  # completed | cancelled
+    total: int
+    counts: dict[str, int]  # approved, rejected, expired, cancelled, failed
+    rejections: list[dict[str, Any]]  # {"user", "comment", "decided_at"}, the first MAX_REJECTIONS
+    failures: list[dict[str, Any]]  # {"user", "error"}: children that failed (unknown user, bad policy...)
+    part: str = ""
+
 
 CAMPAIGN_WORKFLOW = "ApprovalCampaignWorkflow"
 COUNTED = (*OUTCOMES, "failed")
@@ -94,7 +193,7 @@ class ApprovalCampaignWorkflow:
         try:
             campaign = self._campaign = CampaignInput.parse(raw)
         except InputError as exc:
-            raise ApplicationError(f"invalid input: {exc}", exc.field, type="InvalidInput", non_retryable=True)
+            raise invalid_input(exc) from None
         if len(campaign.approvers) <= campaign.fan_out_limit:
             jobs = [(self._ask(campaign, user), [user]) for user in campaign.approvers]
         else:

@@ -9,30 +9,146 @@ build (fails ``flaky_failures`` times, retried with exponential backoff) -> veri
 for good with ``InvalidArtifact``) -> approval (a child ``ApprovalWorkflow``; a rejection,
 expiry or cancellation stops the pipeline) -> rollout (heartbeats every second; a retry
 resumes from the last heartbeat) -> a ``DeploymentResult``. Query ``progress``.
+
+Its activities (below the workflow) touch no database and no outside system:
+each failure they show the monitoring app is chosen by the pipeline's input,
+and is deterministic (``activity.info().attempt`` and the heartbeat details
+decide, not a clock or a random number), so tests and simulations get the same
+retries every time.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
-
-from workflows.types import (
-    ApprovalResult,
-    BuildInput,
-    DeploymentInput,
-    DeploymentResult,
-    InputError,
-    PipelineStep,
-    RolloutInput,
-    RolloutResult,
-    StepResult,
-    VerifyInput,
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
 )
+
+from workflows.parsing import (
+    InputError,
+    json_object,
+    known_keys,
+    number,
+    string_field,
+    whole_number,
+)
+from workflows.reference.common import invalid_input, root_cause
+from workflows.types import ApprovalResult
+
+FAIL_WITH = ("", "InvalidArtifact")
+MAX_ROLLOUT_SECONDS = 86_400
+MAX_FLAKY_FAILURES = 20  # 10 or more fail the build for good (BUILD_RETRY gives up after 10 attempts)
+DEPLOYMENT_FIELDS = (
+    "deployment_id",
+    "service",
+    "version",
+    "requested_by",
+    "flaky_failures",
+    "fail_with",
+    "rollout_seconds",
+    "policy",
+)
+
+
+@dataclass(frozen=True)
+class DeploymentInput:
+    deployment_id: str
+    service: str
+    version: str
+    requested_by: str = ""
+    flaky_failures: int = 2  # the build fails this many times before it succeeds
+    fail_with: str = ""  # "InvalidArtifact": verification fails for good
+    rollout_seconds: float = 5
+    policy: str = ""  # escalation policy of the human gate; the default policy when empty
+
+    @classmethod
+    def parse(cls, raw: Any) -> DeploymentInput:
+        raw = json_object(raw)
+        known_keys(raw, DEPLOYMENT_FIELDS)
+        flaky = whole_number(raw, "flaky_failures", default=2, minimum=0, maximum=MAX_FLAKY_FAILURES)
+        fail_with = raw.get("fail_with", "")
+        if fail_with is None:
+            fail_with = ""
+        if fail_with not in FAIL_WITH:
+            raise InputError("fail_with", "must be empty or 'InvalidArtifact'")
+        rollout = number(raw, "rollout_seconds", default=5, minimum=0, maximum=MAX_ROLLOUT_SECONDS)
+        return cls(
+            deployment_id=string_field(raw, "deployment_id", required=True, max_length=100),
+            service=string_field(raw, "service", required=True, max_length=100),
+            version=string_field(raw, "version", required=True, max_length=100),
+            requested_by=string_field(raw, "requested_by", required=False, max_length=150),
+            flaky_failures=flaky,
+            fail_with=fail_with,
+            rollout_seconds=rollout,
+            policy=string_field(raw, "policy", required=False, max_length=100),
+        )
+
+
+@dataclass(frozen=True)
+class BuildInput:
+    deployment_id: str
+    service: str
+    version: str
+    flaky_failures: int = 0
+
+
+@dataclass(frozen=True)
+class VerifyInput:
+    deployment_id: str
+    artifact: str
+    fail_with: str = ""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a build or verify attempt reports: the attempt that succeeded."""
+
+    attempt: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RolloutInput:
+    deployment_id: str
+    artifact: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    attempt: int
+    resumed_from: float  # seconds of rollout already done (from heartbeat details) when this attempt began
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    name: str  # build | verify | approval | rollout
+    status: str = "pending"  # pending | running | done | failed | skipped
+    attempts: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DeploymentResult:
+    deployment_id: str
+    service: str
+    version: str
+    outcome: str  # deployed | rejected | expired | cancelled (the gate's outcome when it stopped the pipeline)
+    steps: list[PipelineStep]
+    approved_by: str | None = None
+    approval: ApprovalResult | None = None
+
 
 STEP_TIMEOUT = timedelta(seconds=30)
 # A flaky build heals by itself: retry with exponential backoff (1s, 2s, 4s, 8s, then
@@ -75,7 +191,7 @@ class DeploymentPipelineWorkflow:
         try:
             data = self._input = DeploymentInput.parse(raw)
         except InputError as exc:
-            raise ApplicationError(f"invalid input: {exc}", exc.field, type="InvalidInput", non_retryable=True)
+            raise invalid_input(exc) from None
 
         build = await self._step(
             "build",
@@ -137,7 +253,7 @@ class DeploymentPipelineWorkflow:
         except ActivityError as exc:
             # Fail the pipeline with the step's own error type (InvalidArtifact, FlakyBuild
             # after the last attempt...), so the monitoring app shows what went wrong.
-            cause = _root(exc)
+            cause = root_cause(exc)
             error_type = cause.type if isinstance(cause, ApplicationError) and cause.type else type(cause).__name__
             self._set(name, status="failed", detail=str(cause))
             for later in STEPS[STEPS.index(name) + 1 :]:
@@ -175,7 +291,7 @@ class DeploymentPipelineWorkflow:
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
             )
         except ChildWorkflowError as exc:
-            cause = _root(exc)
+            cause = root_cause(exc)
             self._set("approval", status="failed", detail=str(cause))
             self._set("rollout", status="skipped", detail="approval failed")
             if isinstance(cause, ApplicationError) and cause.type == "InvalidInput":
@@ -214,8 +330,67 @@ class DeploymentPipelineWorkflow:
         }
 
 
-def _root(exc: BaseException) -> BaseException:
-    """The innermost cause: the activity's or the child's own error."""
-    while isinstance(exc, FailureError) and exc.cause is not None:
-        exc = exc.cause
-    return exc
+# ---- activities ----
+
+ROLLOUT_TICK_SECONDS = 1.0
+
+
+class FlakyBuild(Exception):
+    """A transient build failure (a runner lost, a registry timeout): the next attempt may pass."""
+
+
+class InvalidArtifact(Exception):
+    """The artifact is broken. Raised as a plain exception: Temporal names the failure after
+    the class, and the pipeline's retry policy lists ``InvalidArtifact`` as non-retryable."""
+
+
+@activity.defn(name="build_artifact")
+def build_artifact(data: BuildInput) -> StepResult:
+    attempt = activity.info().attempt
+    if attempt <= data.flaky_failures:
+        raise FlakyBuild(
+            f"build of {data.service} {data.version} failed on attempt {attempt} "
+            f"(flaky: fails {data.flaky_failures} time(s) before it succeeds)"
+        )
+    return StepResult(attempt=attempt, detail=f"{data.service}:{data.version}")
+
+
+@activity.defn(name="verify_artifact")
+def verify_artifact(data: VerifyInput) -> StepResult:
+    attempt = activity.info().attempt
+    if data.fail_with == "InvalidArtifact":
+        raise InvalidArtifact(f"artifact {data.artifact} failed verification on attempt {attempt}: checksum mismatch")
+    return StepResult(attempt=attempt, detail="checksum and signature verified")
+
+
+def resumed_progress(details: Sequence[Any]) -> float:
+    """Seconds of rollout done according to the last heartbeat; 0 without one."""
+    if not details or not isinstance(details[-1], dict):
+        return 0.0
+    done = details[-1].get("done_seconds")
+    if isinstance(done, bool) or not isinstance(done, int | float) or done < 0:
+        return 0.0
+    return float(done)
+
+
+@activity.defn(name="roll_out")
+def roll_out(data: RolloutInput) -> RolloutResult:
+    """Roll out for ``seconds``, heartbeating the progress every tick. A retry (after a
+    failure, a heartbeat timeout or a worker that went away) starts from the progress
+    of the last heartbeat the server recorded, not from zero."""
+    info = activity.info()
+    done = resumed_from = min(resumed_progress(info.heartbeat_details), data.seconds)
+    while done < data.seconds:
+        if activity.is_cancelled():
+            raise CancelledError(f"rollout of {data.artifact} cancelled at {done:g}s")
+        if activity.is_worker_shutdown():
+            # Fail this attempt now, so the next worker resumes from the last heartbeat
+            # instead of waiting for the heartbeat timeout.
+            raise ApplicationError(f"worker shutting down at {done:g}s of the rollout", type="WorkerShutdown")
+        time.sleep(min(ROLLOUT_TICK_SECONDS, data.seconds - done))
+        done = round(min(done + ROLLOUT_TICK_SECONDS, data.seconds), 3)
+        activity.heartbeat({"done_seconds": done, "percent": round(100 * done / data.seconds)})
+    return RolloutResult(attempt=info.attempt, resumed_from=resumed_from, seconds=data.seconds)
+
+
+ACTIVITIES: list[Callable[..., Any]] = [build_artifact, verify_artifact, roll_out]

@@ -1,142 +1,111 @@
-"""Reference workflows: patterns to copy. Deterministic workflow code only.
+"""Reference ``TeamBudgetWorkflow``: a long-lived entity, with its input and signal types.
 
-``TeamBudgetWorkflow`` is a long-lived entity: signals change its state, a
-query reads it, large spends ask for approval through child workflows, and it
-continues as new (carrying its state) before its history grows too long.
-
-``OrderSagaWorkflow`` is a saga: each step registers its compensation before it
-runs, and on rejection, expiry or any failure the registered compensations run
-in reverse order. Large orders ask a person through a child ``ApprovalWorkflow``
-while their stock is reserved, so an approved order cannot find it sold out.
+Signals change its state, a query reads it, large spends ask for approval
+through child workflows, and it continues as new (carrying its state) before
+its history grows too long. Deterministic workflow code only.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, replace
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
     ChildWorkflowError,
-    FailureError,
-    is_cancelled_exception,
 )
 
-from workflows.types import (
-    PARENT_TYPE_MEMO,
-    ApprovalResult,
-    BudgetInput,
+from workflows.parsing import (
     InputError,
-    LedgerInput,
-    LedgerResult,
-    OrderInput,
-    OrderResult,
-    SpendSignal,
+    check_json,
+    json_object,
+    json_type,
+    known_keys,
+    number,
+    positive_number,
+    string_field,
+    whole_number,
+)
+from workflows.reference.common import failure_message, invalid_input
+from workflows.types import PARENT_TYPE_MEMO, ApprovalResult
+
+MAX_AMOUNT = 1_000_000_000
+MAX_SPENT = 10**15  # spends add up across runs
+BUDGET_FIELDS = (
+    "team",
+    "balance",
+    "limit",
+    "max_events",
+    "approvals_queue",
+    "spent",
+    "runs",
+    "queued",
+    "seen",
+    "recent",
 )
 
-STEP_TIMEOUT = timedelta(seconds=30)
-# Until the database is back; declined payments and bad input are final.
-STEP_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    non_retryable_error_types=["InvalidInput", "PaymentDeclined"],
-)
-HOLD_TIMEOUT = timedelta(hours=1)
-HOLD_HEARTBEAT = timedelta(seconds=10)
 
+@dataclass(frozen=True)
+class SpendSignal:
+    amount: float
+    by: str
+    reason: str
+    spend_id: str = ""  # the caller's key: a spend signalled twice is applied once
 
-@workflow.defn(name="OrderSagaWorkflow")
-class OrderSagaWorkflow:
-    def __init__(self) -> None:
-        self._compensations: list[tuple[str, LedgerInput]] = []  # (activity, its argument)
-        self._done: list[str] = []
-
-    @workflow.run
-    async def run(self, raw: Any) -> OrderResult:
-        try:
-            order = OrderInput.parse(raw)
-        except InputError as exc:
-            raise ApplicationError(f"invalid input: {exc}", exc.field, type="InvalidInput", non_retryable=True)
-
-        approval: ApprovalResult | None = None
-        try:
-            for item in order.items:
-                sku = item.sku
-                release = LedgerInput(order.order_id, f"release:{sku}", quantity=item.quantity, undoes=f"reserve:{sku}")
-                self._compensations.append(("release_inventory", release))
-                await self._step(
-                    "reserve_inventory", LedgerInput(order.order_id, f"reserve:{sku}", quantity=item.quantity)
-                )
-            if order.amount >= order.approval_threshold:
-                approval = await self._ask_approval(order)
-                if approval.outcome != "approved":
-                    return await self._unwind(order, approval.outcome, approval)
-            refund = LedgerInput(order.order_id, "refund", amount=order.amount, undoes="charge")
-            self._compensations.append(("refund_payment", refund))
-            await self._step(
-                "charge_payment", LedgerInput(order.order_id, "charge", amount=order.amount, fail=order.fail_payment)
-            )
-            await self._step(
-                "confirm_order",
-                LedgerInput(order.order_id, "confirm", hold=order.hold_confirm),
-                held=order.hold_confirm,
-            )
-        except (ActivityError, ChildWorkflowError, asyncio.CancelledError) as exc:
-            if is_cancelled_exception(exc):
-                # Cancelled through Temporal: undo what was done, then end as cancelled.
-                await self._unwind(order, "cancelled", approval)
-                raise
-            return await self._unwind(order, "failed", approval, error=failure_message(exc))
-        return OrderResult(order.order_id, "confirmed", self._done, [], approval)
-
-    async def _step(self, activity: str, data: LedgerInput, *, held: bool = False) -> None:
-        await workflow.execute_activity(
-            activity,
-            data,
-            result_type=LedgerResult,
-            start_to_close_timeout=HOLD_TIMEOUT if held else STEP_TIMEOUT,
-            heartbeat_timeout=HOLD_HEARTBEAT if held else None,
-            retry_policy=STEP_RETRY,
-        )
-        self._done.append(data.action)
-
-    async def _ask_approval(self, order: OrderInput) -> ApprovalResult:
-        items = ", ".join(f"{item.quantity} x {item.sku}" for item in order.items)
-        return await workflow.execute_child_workflow(
-            "ApprovalWorkflow",
-            {
-                "request_id": f"order-{order.order_id}",
-                "title": f"Order {order.order_id} for {order.customer}: {order.amount:.2f}",
-                "requested_by": order.customer,
-                "payload": {"order_id": order.order_id, "amount": order.amount, "items": items},
-            },
-            id=f"approval-order-{order.order_id}",
-            task_queue=order.approvals_queue or workflow.info().task_queue,
-            result_type=ApprovalResult,
-            memo={PARENT_TYPE_MEMO: "OrderSagaWorkflow"},  # not a command: replay-safe
-            # A terminated or timed-out order cancels its approval (which closes the task) rather
-            # than terminating it (which would leave the task pending in the inbox).
-            parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+    @classmethod
+    def parse(cls, raw: Any) -> SpendSignal:
+        if not isinstance(raw, dict):
+            raise InputError("spend", f"must be a JSON object, got {json_type(raw)}")
+        check_json(raw, "spend")
+        known_keys(raw, ("amount", "by", "reason", "spend_id"), "spend")
+        return cls(
+            amount=positive_number(raw, "amount", maximum=MAX_AMOUNT),
+            by=string_field(raw, "by", required=True, max_length=150),
+            reason=string_field(raw, "reason", required=False, max_length=500),
+            spend_id=string_field(raw, "spend_id", required=False, max_length=100),
         )
 
-    async def _unwind(
-        self, order: OrderInput, status: str, approval: ApprovalResult | None, *, error: str = ""
-    ) -> OrderResult:
-        """Run the registered compensations, last first. Each is idempotent and
-        safe when its step never took effect, so all of them run every time."""
-        compensated: list[str] = []
-        for activity, data in reversed(self._compensations):
-            await workflow.execute_activity(
-                activity, data, result_type=LedgerResult, start_to_close_timeout=STEP_TIMEOUT, retry_policy=STEP_RETRY
-            )
-            compensated.append(data.action)
-        return OrderResult(order.order_id, status, self._done, compensated, approval, error)
+
+@dataclass(frozen=True)
+class BudgetInput:
+    """A team's budget; also the state one run hands to the next through continue-as-new."""
+
+    team: str
+    balance: float
+    limit: float  # spends above it need an approval
+    max_events: int = 500  # spends handled per run before it continues as new
+    approvals_queue: str = ""
+    spent: float = 0
+    runs: int = 1
+    queued: list[dict[str, Any]] = field(default_factory=list)  # signals not yet handled when the run ended
+    seen: list[str] = field(default_factory=list)  # recent spend ids, for de-duplication across runs
+    recent: list[dict[str, Any]] = field(default_factory=list)  # what the ``balance`` query shows
+
+    @classmethod
+    def parse(cls, raw: Any) -> BudgetInput:
+        raw = json_object(raw)
+        known_keys(raw, BUDGET_FIELDS)
+        balance = number(raw, "balance", default=None, minimum=0, maximum=MAX_AMOUNT)
+        max_events = whole_number(raw, "max_events", default=500, minimum=1, maximum=10_000)
+        queued = raw.get("queued", [])
+        seen = raw.get("seen", [])
+        recent = raw.get("recent", [])
+        for name, value in (("queued", queued), ("seen", seen), ("recent", recent)):
+            if not isinstance(value, list):
+                raise InputError(name, "must be an array (state carried by continue-as-new)")
+        return cls(
+            team=string_field(raw, "team", required=True, max_length=100),
+            balance=balance,
+            limit=positive_number(raw, "limit", maximum=MAX_AMOUNT),
+            max_events=max_events,
+            approvals_queue=string_field(raw, "approvals_queue", required=False, max_length=200),
+            spent=number(raw, "spent", default=0, minimum=0, maximum=MAX_SPENT),
+            runs=whole_number(raw, "runs", default=1, minimum=1, maximum=2**31 - 1),
+            queued=queued,
+            seen=[str(key) for key in seen],
+            recent=[entry for entry in recent if isinstance(entry, dict)],
+        )
 
 
 MAX_SEEN = 200  # spend ids remembered for de-duplication, carried from run to run
@@ -158,7 +127,7 @@ class TeamBudgetWorkflow:
         try:
             self._state = BudgetInput.parse(raw)
         except InputError as exc:
-            raise ApplicationError(f"invalid input: {exc}", exc.field, type="InvalidInput", non_retryable=True)
+            raise invalid_input(exc) from None
         # Signals may have arrived before this line (they run first on a new run): keep their order.
         self._queue[:0] = self._state.queued
         self._seen = list(self._state.seen)
@@ -278,11 +247,3 @@ class TeamBudgetWorkflow:
             "queued": len(self._queue),
             "recent": self._recent,
         }
-
-
-def failure_message(exc: BaseException) -> str:
-    """The innermost cause's message: what actually went wrong in a child or activity."""
-    cause = exc.cause if isinstance(exc, FailureError) else None
-    while isinstance(cause, FailureError) and cause.cause is not None:
-        cause = cause.cause
-    return str(cause or exc)
