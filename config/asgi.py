@@ -15,10 +15,12 @@ from django.urls import path  # noqa: E402
 
 from approvals.consumers import LiveConsumer  # noqa: E402
 from config.origins import OriginValidatorMiddleware  # noqa: E402
+from config.url_limit import UrlLengthLimitMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # URLs above TOLLGATE_MAX_URL_BYTES get a 414 before Django (see config/url_limit.py).
+        "http": UrlLengthLimitMiddleware(django_asgi_app),
         # The origin check (scheme, host and port) refuses pages from other sites and other ports;
         # the session cookie (AuthMiddlewareStack) says who is connecting.
         "websocket": OriginValidatorMiddleware(

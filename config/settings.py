@@ -131,6 +131,9 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+# Longest path + query string answered (bytes); longer ones get 414. Above about 16,300 daphne itself
+# drops the request (Twisted reads at most 16,384 bytes of request line and headers).
+TOLLGATE_MAX_URL_BYTES = env_int("TOLLGATE_MAX_URL_BYTES", 8000, minimum=1024, maximum=16000)
 
 INSTALLED_APPS = [
     "daphne",
