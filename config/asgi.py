@@ -11,17 +11,19 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up: they load models.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from approvals.consumers import LiveConsumer  # noqa: E402
+from config.origins import OriginValidatorMiddleware  # noqa: E402
+from config.url_limit import UrlLengthLimitMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        # The origin check refuses pages from other sites; the session cookie
-        # (AuthMiddlewareStack) says who is connecting.
-        "websocket": AllowedHostsOriginValidator(
+        # URLs above TOLLGATE_MAX_URL_BYTES get a 414 before Django (see config/url_limit.py).
+        "http": UrlLengthLimitMiddleware(django_asgi_app),
+        # The origin check (scheme, host and port) refuses pages from other sites and other ports;
+        # the session cookie (AuthMiddlewareStack) says who is connecting.
+        "websocket": OriginValidatorMiddleware(
             AuthMiddlewareStack(URLRouter([path("ws/live/", LiveConsumer.as_asgi())]))
         ),
     }

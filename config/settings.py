@@ -8,6 +8,7 @@ with one clear line (``manage.py`` prints it without a traceback).
 import os
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -130,6 +131,9 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+# Longest path + query string answered (bytes); longer ones get 414. Above about 16,300 daphne itself
+# drops the request (Twisted reads at most 16,384 bytes of request line and headers).
+TOLLGATE_MAX_URL_BYTES = env_int("TOLLGATE_MAX_URL_BYTES", 8000, minimum=1024, maximum=16000)
 
 INSTALLED_APPS = [
     "daphne",
@@ -141,6 +145,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
     "django_htmx",
     "template_partials",
     "channels",
@@ -161,6 +166,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "config.middleware.HtmxLoginRedirectMiddleware",
+    # Last, as django-axes asks: it turns a refused login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -193,6 +200,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Login throttling (django-axes, database handler: SQLite and PostgreSQL alike). Per username only,
+# never per address: approvers behind one proxy share an address and must not lock each other out.
+# After TOLLGATE_LOGIN_FAILURE_LIMIT failures (each counts until TOLLGATE_LOGIN_LOCKOUT_MINUTES pass
+# without another) the username is refused, the right password too, for that many minutes from the
+# last failure; an admin unlocks it sooner in /admin/ or with `manage.py axes_reset_username`.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = ["username"]
+AXES_FAILURE_LIMIT = env_int("TOLLGATE_LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("TOLLGATE_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60))
+# Attempts refused while locked do not restart the clock: the page promises a time, and keeps it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "config.lockout.login_locked_out"
+# axes.W006 wants the address in the lockout key; Tollgate leaves it out on purpose (see above), and
+# rotating user agents does not help an attacker: the failures of every row for the username add up.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+# No start-up banner on every manage.py command; failures and lockouts are still logged.
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "approvals:inbox"
 LOGOUT_REDIRECT_URL = "login"

