@@ -295,6 +295,23 @@ def test_exported_heads_catch_a_rewritten_chain_a_cut_one_and_a_deleted_task(
 
 
 @pytest.mark.django_db
+def test_a_workflow_id_with_a_tab_and_a_newline_keeps_the_heads_file_and_the_report_one_line_per_task(
+    cast: dict[str, Any], tmp_path: Path
+) -> None:
+    task = pending_task(requester=cast["alice"])
+    ApprovalTask.objects.filter(pk=task.pk).update(workflow_id="approval-\todd\nid")
+    append(task, "requested", timezone.now(), message="Requested")
+    code, out, _ = verdict("--heads")
+    assert code == 0 and out.splitlines()[1] == f"{task.pk}\tapproval-\\todd\\nid\t1\t{entry(task, 1).hash}"
+    heads = tmp_path / "heads.tsv"
+    heads.write_text(out)
+    assert verdict("--against", str(heads))[0] == 0
+    AuditEntry.objects.filter(task=task).update(message="changed")
+    code, out, _ = verdict()
+    assert code == 1 and out.splitlines()[0].startswith(f"task {task.pk} (approval-\\todd\\nid): entry 1")
+
+
+@pytest.mark.django_db
 def test_a_heads_file_that_is_not_one_says_which_line(cast: dict[str, Any], tmp_path: Path) -> None:
     heads = tmp_path / "heads.tsv"
     heads.write_text("# task\tworkflow_id\tentries\thead_sha256\n7\tapproval-x\tfive\tabc\n")

@@ -26,6 +26,12 @@ def _plain(text: str) -> str:
     return text
 
 
+def _one_line(text: str) -> str:
+    """Control characters spelled out: a workflow id or decision id (any client chooses them) holding a
+    tab or newline must not split a line of the report or shift a column of the heads file."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class SavedHeads:
     """Heads exported earlier by ``--heads``, read alongside the chains: both come in task order, so a
     file of any size is compared holding one line at a time."""
@@ -114,7 +120,7 @@ class Command(BaseCommand):
                     summary.add(gone, keep=KEEP)
                 check = saved.compare(check)
             if heads:
-                self.stdout.write(f"{check.task_id}\t{check.workflow_id}\t{check.head_seq}\t{check.head}")
+                self.stdout.write(f"{check.task_id}\t{_one_line(check.workflow_id)}\t{check.head_seq}\t{check.head}")
             summary.add(check, keep=KEEP)
         for gone in saved.gone_before(None) if saved is not None else ():
             summary.add(gone, keep=KEEP)
@@ -125,7 +131,7 @@ class Command(BaseCommand):
     def _report(self, summary: TrailSummary, *, to_stderr: bool) -> None:
         out = self.stderr if to_stderr else self.stdout
         for check in summary.first_broken:
-            out.write(check.describe(), style_func=_plain)
+            out.write(_one_line(check.describe()), style_func=_plain)
         if summary.broken > len(summary.first_broken):
             out.write(f"... and {summary.broken - len(summary.first_broken):,} more broken tasks", style_func=_plain)
         if summary.ok:
