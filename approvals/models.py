@@ -391,7 +391,12 @@ class Decision(models.Model):
 
 
 class AuditEntry(models.Model):
-    """What happened to a task, in order: requested, assigned, reminded, decided..."""
+    """What happened to a task, in order: requested, assigned, reminded, decided...
+
+    Each task's entries form a hash chain (``approvals.audit``): entry ``seq`` stores the SHA-256 of
+    its own content and of the entry before it, so an entry changed, removed, reordered or slipped in
+    with SQL shows up in ``verify_audit``. Append only through ``approvals.audit.append_entry``.
+    """
 
     task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="audit")
     at = models.DateTimeField(default=timezone.now)
@@ -400,9 +405,23 @@ class AuditEntry(models.Model):
     level = models.PositiveSmallIntegerField(null=True, blank=True)
     message = models.TextField(blank=True)
     event_key = models.CharField(max_length=400, unique=True, null=True, blank=True)
+    # The row this entry vouches for, as plain values (a Decision's id, user, choice, comment and time),
+    # hashed with the rest; empty for events that stand alone.
+    record = models.JSONField(default=dict, blank=True)
+    # Position in the task's chain, from 1 in the order entries were appended (which is not always
+    # the order of ``at``: activities report times from the workflow). Null only on a row written
+    # outside ``append_entry``, which verification reports.
+    seq = models.PositiveIntegerField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["at", "pk"]
+        constraints = [
+            # One entry per position: two appends that raced past the lock could not both commit,
+            # so a chain cannot fork.
+            models.UniqueConstraint(fields=["task", "seq"], name="one_audit_entry_per_position"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.message}"

@@ -23,10 +23,9 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from approvals import live
+from approvals import audit, live
 from approvals.models import (
     ApprovalTask,
-    AuditEntry,
     Decision,
     Delegation,
     Notification,
@@ -95,9 +94,8 @@ def assign_delegates(*, task: ApprovalTask, level: int, at: datetime) -> int:
 def _audit(
     task: ApprovalTask, *, key: str, kind: str, at: datetime, actor: str = "", level: int | None, message: str
 ) -> None:
-    AuditEntry.objects.get_or_create(
-        event_key=f"{task.workflow_id}:{key}",
-        defaults={"task": task, "kind": kind, "at": at, "actor": actor, "level": level, "message": message},
+    audit.append_entry(
+        task=task, event_key=f"{task.workflow_id}:{key}", kind=kind, at=at, actor=actor, level=level, message=message
     )
 
 
@@ -542,6 +540,7 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
             try:
                 with transaction.atomic():
                     decision = Decision.objects.create(task=locked, user=user, choice=choice, comment=comment)
+                    audit.append_decision(decision=decision)  # with the row, or neither
                 live.task_changed(locked, "decision")
             except IntegrityError:  # the same approver, in another tab, a moment ago
                 decision = Decision.objects.get(task=locked, user=user)

@@ -18,6 +18,7 @@ from django_htmx.http import trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from approvals import services
+from approvals.audit import verify_task_chain
 from approvals.forms import DecisionForm, RequestForm
 from approvals.models import ApprovalTask, Decision, InboxCounts
 from monitoring.access import can_monitor
@@ -164,15 +165,19 @@ def _detail_context(
     request: HttpRequest, task: ApprovalTask, form: DecisionForm, result: services.DecideResult | None = None
 ) -> dict[str, object]:
     my_decision = task.decisions.filter(user=request.user.pk).first()
+    # Loaded once, shown and verified: the trail's check costs the page no query.
+    decisions = list(task.decisions.select_related("user"))
+    entries = list(task.audit.all())
     return {
         "task": task,
         "form": form,
         "result": result,
         "can_decide": my_decision is None and task.can_be_decided_by(request.user),
         "my_decision": my_decision,
-        "decisions": task.decisions.select_related("user"),
+        "decisions": decisions,
         "assignments": task.assignments.select_related("group", "user"),
-        "audit": task.audit.all(),
+        "audit": entries,
+        "trail": verify_task_chain(task, entries=entries, decisions=decisions),
         "temporal_url": _temporal_ui_link(request, task),
         "parent": _parent(request, task),
         "ledger": _order_ledger(task),
