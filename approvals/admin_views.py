@@ -17,7 +17,15 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from approvals import policies, services
-from approvals.forms import DelegationForm, LevelFormSet, PolicyForm, RoutingPreviewForm, RoutingRuleForm, level_initial
+from approvals.forms import (
+    DelegationForm,
+    LevelFormSet,
+    PolicyForm,
+    RoutingPreviewForm,
+    RoutingRuleForm,
+    level_initial,
+    storable_id,
+)
 from approvals.models import ApprovalTask, Delegation, Policy, RoutingRule
 
 OPEN = [ApprovalTask.Status.STARTING, ApprovalTask.Status.PENDING]
@@ -125,11 +133,19 @@ def policy_push(request: HttpRequest, pk: int) -> HttpResponse:
     """Send the current version to chosen running tasks (or all of them)."""
     policy = get_object_or_404(Policy, pk=pk)
     running = policy.tasks.filter(status=ApprovalTask.Status.PENDING)
+    unknown: list[str] = []
     if request.POST.get("all") != "1":
-        running = running.filter(pk__in=[v for v in request.POST.getlist("task") if v.isdigit()])
+        chosen = request.POST.getlist("task")[:1000]
+        ids = {int(v) for v in chosen if storable_id(v, ApprovalTask)}  # an IN beyond the column overflows
+        running = running.filter(pk__in=ids)
+        found = set(running.values_list("pk", flat=True))
+        unknown = [v for v in chosen if not (storable_id(v, ApprovalTask) and int(v) in found)]
+    for value in unknown:
+        messages.error(request, f"Not sent to task {value[:30]!r}: this policy has no running task with that id.")
     tasks = list(running)
     if not tasks:
-        messages.warning(request, "Choose at least one running task.")
+        if not unknown:
+            messages.warning(request, "Choose at least one running task.")
         return redirect("approvals:policy_detail", pk=policy.pk)
     version = services.current_version(policy)
     sent, problems = services.push_policy_version(version=version, tasks=tasks, user=request.user)  # type: ignore[arg-type]
