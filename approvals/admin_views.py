@@ -195,12 +195,17 @@ def out_of_office(request: HttpRequest) -> HttpResponse:
     form = DelegationForm(request.POST or None, for_user=user, may_choose_user=may_choose)
     if request.method == "POST" and request.POST.get("action") == "end":
         chosen = request.POST.get("delegation", "")
-        mine = Delegation.objects.filter(pk=int(chosen) if chosen.isdigit() else 0)
-        if not may_choose:
-            mine = mine.filter(user=user)
-        for delegation in mine:
-            services.end_delegation(delegation=delegation, by=user)
-        messages.success(request, "Out of office ended.")
+        ending = Delegation.objects.filter(pk=chosen if storable_id(chosen, Delegation) else 0).first()
+        if ending is None:
+            messages.error(request, "Nothing ended: that out-of-office entry does not exist (any more).")
+            return redirect("approvals:away")
+        if not may_choose and ending.user_id != user.pk:
+            # Said plainly, not "ended": a delegate cannot end the absence of the person they stand in for.
+            raise PermissionDenied(
+                f"Nothing ended: only {ending.user} or an admin may end {ending.user}'s out of office."
+            )
+        services.end_delegation(delegation=ending, by=user)
+        messages.success(request, f"Out of office ended: {ending.delegate} no longer stands in for {ending.user}.")
         return redirect("approvals:away")
     if request.method == "POST" and form.is_valid():
         delegation = form.save(commit=False)
@@ -214,9 +219,8 @@ def out_of_office(request: HttpRequest) -> HttpResponse:
     delegations = Delegation.objects.select_related("user", "delegate").filter(ends_on__gte=timezone.localdate())
     if not may_choose:
         delegations = delegations.filter(Q(user=user) | Q(delegate=user))
-    return render(
-        request, "approvals/away.html", {"form": form, "delegations": delegations}, status=422 if form.errors else 200
-    )
+    context = {"form": form, "delegations": delegations, "may_choose": may_choose}
+    return render(request, "approvals/away.html", context, status=422 if form.errors else 200)
 
 
 def _with_extra_level(data: Any) -> Any:

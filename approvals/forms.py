@@ -11,6 +11,7 @@ from django.db import connection, models
 from approvals.durations import format_duration, parse_duration
 from approvals.models import Decision, Delegation, Policy, RoutingRule, level_timing_errors
 from approvals.policies import LevelData, eligible_count, shadowed_rules
+from approvals.services import delegate_refusal
 
 PAYLOAD_ROWS = 5
 MAX_QUANTITY = 1_000_000
@@ -271,12 +272,14 @@ class DelegationForm(forms.ModelForm):
 
     def __init__(self, *args: Any, for_user: User, may_choose_user: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.may_choose_user = may_choose_user
         active = User.objects.filter(is_active=True).order_by("username")
         self.fields["delegate"].queryset = active.exclude(pk=for_user.pk) if not may_choose_user else active  # type: ignore[attr-defined]
         self.fields["user"].queryset = active  # type: ignore[attr-defined]
         if not may_choose_user:
             self.fields["user"].initial = for_user
             self.fields["user"].disabled = True
+            self.fields["delegate"].help_text = "Someone who shares one of your approver groups."
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -284,6 +287,10 @@ class DelegationForm(forms.ModelForm):
             self.add_error("ends_on", "The last day comes after the first.")
         if data.get("user") and data.get("user") == data.get("delegate"):
             self.add_error("delegate", "Choose someone else as the delegate.")
+        elif data.get("user") and data.get("delegate") and not self.may_choose_user:
+            refusal = delegate_refusal(user=data["user"], delegate=data["delegate"])
+            if refusal:
+                self.add_error("delegate", refusal)
         return data
 
 

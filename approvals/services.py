@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -32,6 +32,7 @@ from approvals.models import (
     Delegation,
     Notification,
     Policy,
+    PolicyLevel,
     PolicyVersion,
     RoutingRule,
     TaskAssignment,
@@ -493,6 +494,31 @@ def apply_policy_change(*, data: PolicyChangeInput) -> None:
             f"pushed by {data.by or 'an admin'}; level {data.level} due {_hhmm(task.due_at)}",
         )
         live.task_changed(task, "policy")
+
+
+def approver_groups(user: User) -> list[Group]:
+    """The user's groups that approve something: named at a level of some policy or in some task's
+    assignments (a request's own ``approvers`` may name a group no policy does)."""
+    in_policies = PolicyLevel.groups.through.objects.filter(group_id=OuterRef("pk"))
+    in_tasks = TaskAssignment.objects.filter(group_id=OuterRef("pk"))
+    return list(user.groups.filter(Exists(in_policies) | Exists(in_tasks)).order_by("name"))
+
+
+def delegate_refusal(*, user: User, delegate: User) -> str:
+    """Why ``user`` may not name ``delegate`` (empty when they may). The rule: the delegate shares at
+    least one approver group with the user, so a stand-in is someone already trusted with that kind
+    of request; an outsider would otherwise receive every task of the user's groups. Admins are not
+    held to it (the view does not ask)."""
+    groups = approver_groups(user)
+    if not groups:
+        return "You are in no approver group, so nobody can stand in for you from here: ask an admin."
+    if delegate.groups.filter(pk__in=[g.pk for g in groups]).exists():
+        return ""
+    names = ", ".join(g.name for g in groups)
+    return (
+        f"{delegate} shares none of your approver groups ({names}): a delegate must be a member of one of "
+        "them, or an admin must set this delegation."
+    )
 
 
 def apply_delegation(*, delegation: Delegation) -> int:
