@@ -768,10 +768,11 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
         mine = locked.decisions.filter(user=user.pk).first()
         other = locked.decisions.select_related("user").exclude(user=user.pk).exclude(result=Decision.Result.IGNORED)
         first = other.order_by("created_at").first()
+        lost = None
         if mine is not None:
             decision = mine  # a double click or a second tab: the first decision stands
         elif first is not None and locked.required_approvals <= 1:
-            return DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
+            lost = DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
         elif locked.status != ApprovalTask.Status.PENDING:
             by = f" by {locked.decided_by}" if locked.decided_by else ""
             return DecideResult("lost", f"Already {locked.status}{by} at {_hhmm(locked.decided_at)}.")
@@ -782,6 +783,12 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
                 live.task_changed(locked, "decision")
             except IntegrityError:  # the same approver, in another tab, a moment ago
                 decision = Decision.objects.get(task=locked, user=user)
+    if lost is not None:
+        # The winner's decision is usually applied within moments: wait for it (outside the lock), so
+        # the loser's page shows the outcome rather than a task that still looks open.
+        if lost.decision is not None and lost.decision.delivered_at is not None:
+            _wait_for_result(lost.decision)
+        return lost
     deliver_decision(decision=decision)
     return outcome_of(decision=decision)
 
@@ -820,16 +827,7 @@ def outcome_of(*, decision: Decision) -> DecideResult:
             "Your decision is recorded; it will be applied when the workflow engine is back.",
             decision,
         )
-    # The workflow's activities mark the decision applied (a final decision or
-    # a counted vote) or ignored; watch the row for a moment rather than the
-    # workflow, since a vote does not end the workflow.
-    # Short looks first (a decision usually lands within ~100 ms), then longer ones: a fixed 50 ms
-    # step cost the approver 25 ms on average (bench/decision_bench.py).
-    deadline, pause = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS, 0.01
-    while decision.result == Decision.Result.PENDING and time.monotonic() < deadline:
-        time.sleep(pause)
-        pause = min(pause * 1.5, 0.1)
-        decision.refresh_from_db(fields=["result", "result_reason"])
+    _wait_for_result(decision)
     if decision.result == Decision.Result.APPLIED:
         if decision.result_reason.startswith("vote counted"):
             return DecideResult(
@@ -844,6 +842,19 @@ def outcome_of(*, decision: Decision) -> DecideResult:
         "Your decision is recorded and delivered; it will be applied as soon as a worker picks it up.",
         decision,
     )
+
+
+def _wait_for_result(decision: Decision) -> None:
+    """Watch the decision's row for up to TOLLGATE_DECISION_WAIT_SECONDS until the workflow's
+    activities mark it applied (a final decision or a counted vote) or ignored; the row rather than
+    the workflow, since a vote does not end the workflow. Short looks first (a decision usually lands
+    within ~100 ms), then longer ones: a fixed 50 ms step cost the approver 25 ms on average
+    (bench/decision_bench.py)."""
+    deadline, pause = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS, 0.01
+    while decision.result == Decision.Result.PENDING and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.1)
+        decision.refresh_from_db(fields=["result", "result_reason"])
 
 
 def deliver_outbox(*, older_than: timedelta = timedelta(seconds=2), limit: int = 200) -> tuple[int, int]:

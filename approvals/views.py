@@ -227,12 +227,19 @@ def _detail_context(
     request: HttpRequest, task: ApprovalTask, form: DecisionForm, result: services.DecideResult | None = None
 ) -> dict[str, object]:
     my_decision = task.decisions.filter(user=request.user.pk).first()
+    # Someone else's decision on a one-approval task that is still open: it is being applied (or is in
+    # the outbox), so nobody else may decide, and the page says whose it is instead of offering a form.
+    decided_by_other = None
+    if my_decision is None and task.is_open and task.required_approvals <= 1:
+        others = task.decisions.exclude(user=request.user.pk).exclude(result=Decision.Result.IGNORED)
+        decided_by_other = others.select_related("user").order_by("created_at").first()
     return {
         "task": task,
         "form": form,
         "result": result,
-        "can_decide": my_decision is None and task.can_be_decided_by(request.user),
+        "can_decide": my_decision is None and decided_by_other is None and task.can_be_decided_by(request.user),
         "my_decision": my_decision,
+        "decided_by_other": decided_by_other,
         "decisions": task.decisions.select_related("user"),
         "assignments": task.assignments.select_related("group", "user"),
         "audit": task.audit.all(),
