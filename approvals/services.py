@@ -365,11 +365,29 @@ def escalate_task(*, data: EscalateInput) -> None:
 
 
 # Ways an ApprovalWorkflow can end without running its own ending: the task's status and the verb.
+# ("canceled": a cancellation request that arrived before the workflow could catch it, e.g. while it
+# loaded its policy; once it waits, it catches the request and closes the task itself.)
 ENDED_OUTSIDE = {
     "terminated": ("cancelled", "terminated"),
+    "canceled": ("cancelled", "cancelled"),
     "timed_out": ("failed", "timed out"),
     "failed": ("failed", "failed"),
 }
+ENDED_REASONS = {f"the workflow was {verb}" for _, verb in ENDED_OUTSIDE.values()}
+
+
+def close_task_from_workflow(*, workflow_id: str) -> bool:
+    """Close a task at once from how its workflow really ended, if it ended without closing it.
+
+    The one way both callers close such tasks: the monitoring refresh (for the runs it saw end) and a
+    decision that found its workflow gone (a parent terminated its child approval; an operator
+    terminated it). Describes the workflow's latest run, so a reset's new run keeps the task open. A
+    completed approval has closed its task itself (``complete_task`` runs before it completes).
+    Raises ``temporal.TemporalError`` when Temporal cannot say."""
+    state = temporal.run(temporal.describe_run, workflow_id=workflow_id)
+    if state is None or state.status not in ENDED_OUTSIDE:
+        return False
+    return close_task_ended_outside(workflow_id=workflow_id, status=state.status, at=state.close_time or timezone.now())
 
 
 def close_task_ended_outside(*, workflow_id: str, status: str, at: datetime) -> bool:
@@ -805,6 +823,12 @@ def deliver_decision(*, decision: Decision) -> str:
     try:
         temporal.run(temporal.signal_decision, workflow_id=decision.task.workflow_id, payload=decision.signal_payload())
     except temporal.WorkflowClosed:
+        # Closed without closing its task (terminated, timed out...): close it now rather than leave
+        # it pending in inboxes until the next monitoring refresh; its pending decisions say why.
+        try:
+            close_task_from_workflow(workflow_id=decision.task.workflow_id)
+        except temporal.TemporalError as exc:
+            log.warning("could not read how %s ended: %s", decision.task.workflow_id, exc)
         # Only a decision still pending becomes "too late": complete_task may
         # have marked it applied while this (re)delivery was under way.
         Decision.objects.filter(pk=decision.pk, result=Decision.Result.PENDING).update(
@@ -836,6 +860,12 @@ def outcome_of(*, decision: Decision) -> DecideResult:
         verb = "Approved" if decision.choice == Decision.Choice.APPROVE else "Rejected"
         return DecideResult("applied", f"{verb}.", decision)
     if decision.result == Decision.Result.IGNORED:
+        if decision.result_reason in ENDED_REASONS:  # closed outside Tollgate (close_task_ended_outside)
+            closed_at = ApprovalTask.objects.filter(pk=decision.task_id).values_list("decided_at", flat=True).first()
+            what = decision.result_reason.removeprefix("the workflow was ")
+            return DecideResult(
+                "lost", f"This request was closed: its workflow was {what} at {_hhmm(closed_at)}.", decision
+            )
         return DecideResult("lost", f"Not applied: {decision.result_reason}.", decision)
     return DecideResult(
         "delivered",

@@ -223,15 +223,6 @@ async def describe_run(*, workflow_id: str, run_id: str = "") -> RunState | None
     return await call(describe)
 
 
-async def workflow_result(*, workflow_id: str) -> Any:
-    """The result of a workflow that has completed (returns at once; raises if it did not complete)."""
-
-    async def fetch(client: Client) -> Any:
-        return await client.get_workflow_handle(workflow_id).result(rpc_timeout=RPC_TIMEOUT)
-
-    return await call(fetch)
-
-
 async def ping() -> None:
     """Raise ``TemporalUnavailable`` unless the server answers."""
 
