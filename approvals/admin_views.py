@@ -17,7 +17,15 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from approvals import policies, services
-from approvals.forms import DelegationForm, LevelFormSet, PolicyForm, RoutingPreviewForm, RoutingRuleForm, level_initial
+from approvals.forms import (
+    DelegationForm,
+    LevelFormSet,
+    PolicyForm,
+    RoutingPreviewForm,
+    RoutingRuleForm,
+    level_initial,
+    storable_id,
+)
 from approvals.models import ApprovalTask, Delegation, Policy, RoutingRule
 
 OPEN = [ApprovalTask.Status.STARTING, ApprovalTask.Status.PENDING]
@@ -125,11 +133,19 @@ def policy_push(request: HttpRequest, pk: int) -> HttpResponse:
     """Send the current version to chosen running tasks (or all of them)."""
     policy = get_object_or_404(Policy, pk=pk)
     running = policy.tasks.filter(status=ApprovalTask.Status.PENDING)
+    unknown: list[str] = []
     if request.POST.get("all") != "1":
-        running = running.filter(pk__in=[v for v in request.POST.getlist("task") if v.isdigit()])
+        chosen = request.POST.getlist("task")[:1000]
+        ids = {int(v) for v in chosen if storable_id(v, ApprovalTask)}  # an IN beyond the column overflows
+        running = running.filter(pk__in=ids)
+        found = set(running.values_list("pk", flat=True))
+        unknown = [v for v in chosen if not (storable_id(v, ApprovalTask) and int(v) in found)]
+    for value in unknown:
+        messages.error(request, f"Not sent to task {value[:30]!r}: this policy has no running task with that id.")
     tasks = list(running)
     if not tasks:
-        messages.warning(request, "Choose at least one running task.")
+        if not unknown:
+            messages.warning(request, "Choose at least one running task.")
         return redirect("approvals:policy_detail", pk=policy.pk)
     version = policies.current_version(policy)
     sent, problems = services.push_policy_version(version=version, tasks=tasks, user=request.user)  # type: ignore[arg-type]
@@ -179,12 +195,17 @@ def out_of_office(request: HttpRequest) -> HttpResponse:
     form = DelegationForm(request.POST or None, for_user=user, may_choose_user=may_choose)
     if request.method == "POST" and request.POST.get("action") == "end":
         chosen = request.POST.get("delegation", "")
-        mine = Delegation.objects.filter(pk=int(chosen) if chosen.isdigit() else 0)
-        if not may_choose:
-            mine = mine.filter(user=user)
-        for delegation in mine:
-            services.end_delegation(delegation=delegation, by=user)
-        messages.success(request, "Out of office ended.")
+        ending = Delegation.objects.filter(pk=chosen if storable_id(chosen, Delegation) else 0).first()
+        if ending is None:
+            messages.error(request, "Nothing ended: that out-of-office entry does not exist (any more).")
+            return redirect("approvals:away")
+        if not may_choose and ending.user_id != user.pk:
+            # Said plainly, not "ended": a delegate cannot end the absence of the person they stand in for.
+            raise PermissionDenied(
+                f"Nothing ended: only {ending.user} or an admin may end {ending.user}'s out of office."
+            )
+        services.end_delegation(delegation=ending, by=user)
+        messages.success(request, f"Out of office ended: {ending.delegate} no longer stands in for {ending.user}.")
         return redirect("approvals:away")
     if request.method == "POST" and form.is_valid():
         delegation = form.save(commit=False)
@@ -198,9 +219,8 @@ def out_of_office(request: HttpRequest) -> HttpResponse:
     delegations = Delegation.objects.select_related("user", "delegate").filter(ends_on__gte=timezone.localdate())
     if not may_choose:
         delegations = delegations.filter(Q(user=user) | Q(delegate=user))
-    return render(
-        request, "approvals/away.html", {"form": form, "delegations": delegations}, status=422 if form.errors else 200
-    )
+    context = {"form": form, "delegations": delegations, "may_choose": may_choose}
+    return render(request, "approvals/away.html", context, status=422 if form.errors else 200)
 
 
 def _with_extra_level(data: Any) -> Any:

@@ -6,6 +6,10 @@ import re
 from datetime import timedelta
 
 UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+# Ten years: longer than any approval waits, and far from what a timedelta (999,999,999 days) or a
+# deadline's datetime (year 9999) can hold, so "99999999999999d" is a form error, not an OverflowError.
+MAX_DAYS = 3650
+MAX_SECONDS = MAX_DAYS * 86400
 _PART = re.compile(r"(\d+)\s*([wdhms])")
 
 
@@ -16,9 +20,14 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError("Enter a duration such as 30m, 4h, 2d or 1d 12h.")
     if not re.fullmatch(r"(\s*\d+\s*[wdhms]\s*)+", cleaned):
         raise ValueError(f"“{text.strip()}” is not a duration: use numbers with w, d, h, m or s, like 1d 12h.")
-    seconds = sum(int(number) * UNITS[unit] for number, unit in _PART.findall(cleaned))
+    parts = _PART.findall(cleaned)
+    if any(len(number.lstrip("0")) > 12 for number, _ in parts):  # beyond the limit whatever the unit
+        raise ValueError(f"A duration must be at most {MAX_DAYS} days (ten years).")
+    seconds = sum(int(number) * UNITS[unit] for number, unit in parts)
     if seconds <= 0:
         raise ValueError("A duration must be longer than zero.")
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"A duration must be at most {MAX_DAYS} days (ten years).")
     return timedelta(seconds=seconds)
 
 

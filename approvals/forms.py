@@ -5,10 +5,12 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.models import Group, User
+from django.db import connection, models
 
 from approvals.durations import format_duration, parse_duration
 from approvals.models import Decision, Delegation, Policy, RoutingRule, level_timing_errors
 from approvals.policies import LevelData, eligible_count, shadowed_rules
+from approvals.services import delegate_refusal
 from workflows.parsing import InputError, json_from_text
 
 PAYLOAD_ROWS = 5
@@ -70,8 +72,32 @@ class RequestForm(forms.Form):
         return data
 
 
+def storable_id(value: Any, model: type[models.Model]) -> bool:
+    """Whether ``value`` is a whole number the model's primary key column can hold. An ``IN`` query
+    with one beyond it raises OverflowError on SQLite (and fails on PostgreSQL) instead of finding
+    nothing; Django guards only the ``exact`` lookup."""
+    text = str(value).strip()
+    if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 20:
+        return False
+    low, high = connection.ops.integer_field_range(model._meta.pk.get_internal_type())
+    return (low is None or int(text) >= low) and (high is None or int(text) <= high)
+
+
+class IdsChoiceField(forms.ModelMultipleChoiceField):
+    """A multiple choice by id that refuses ids no row can have before asking the database."""
+
+    def clean(self, value: Any) -> Any:
+        if self.queryset is not None and isinstance(value, list | tuple):
+            for pk in value:
+                if not storable_id(pk, self.queryset.model):
+                    raise forms.ValidationError(
+                        self.error_messages["invalid_choice"], code="invalid_choice", params={"value": pk}
+                    )
+        return super().clean(value)
+
+
 class DurationField(forms.CharField):
-    """Typed the way people write durations: 30m, 4h, 2d, 1d 12h."""
+    """Typed the way people write durations: 30m, 4h, 2d, 1d 12h; at most ten years."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("widget", forms.TextInput(attrs={"placeholder": "e.g. 1d 12h", "size": 10}))
@@ -91,7 +117,17 @@ class DurationField(forms.CharField):
 
 
 class PolicyForm(forms.ModelForm):
-    revision = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    revision = forms.IntegerField(
+        widget=forms.HiddenInput,
+        required=False,
+        min_value=0,
+        max_value=2**31 - 1,  # the column's range: beyond it the lookup would overflow
+        error_messages={
+            "invalid": "This form's revision is not a number: reload the page.",
+            "min_value": "This form's revision is out of range: reload the page.",
+            "max_value": "This form's revision is out of range: reload the page.",
+        },
+    )
 
     class Meta:
         model = Policy
@@ -101,10 +137,10 @@ class PolicyForm(forms.ModelForm):
 
 
 class LevelForm(forms.Form):
-    groups = forms.ModelMultipleChoiceField(
+    groups = IdsChoiceField(
         queryset=Group.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple
     )
-    users = forms.ModelMultipleChoiceField(
+    users = IdsChoiceField(
         queryset=User.objects.filter(is_active=True).order_by("username"),
         required=False,
         widget=forms.SelectMultiple(attrs={"size": 4}),
@@ -225,12 +261,14 @@ class DelegationForm(forms.ModelForm):
 
     def __init__(self, *args: Any, for_user: User, may_choose_user: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.may_choose_user = may_choose_user
         active = User.objects.filter(is_active=True).order_by("username")
         self.fields["delegate"].queryset = active.exclude(pk=for_user.pk) if not may_choose_user else active  # type: ignore[attr-defined]
         self.fields["user"].queryset = active  # type: ignore[attr-defined]
         if not may_choose_user:
             self.fields["user"].initial = for_user
             self.fields["user"].disabled = True
+            self.fields["delegate"].help_text = "Someone who shares one of your approver groups."
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -238,4 +276,8 @@ class DelegationForm(forms.ModelForm):
             self.add_error("ends_on", "The last day comes after the first.")
         if data.get("user") and data.get("user") == data.get("delegate"):
             self.add_error("delegate", "Choose someone else as the delegate.")
+        elif data.get("user") and data.get("delegate") and not self.may_choose_user:
+            refusal = delegate_refusal(user=data["user"], delegate=data["delegate"])
+            if refusal:
+                self.add_error("delegate", refusal)
         return data

@@ -21,6 +21,8 @@ from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
 
+from approvals.durations import MAX_DAYS, MAX_SECONDS
+
 FOLD_AT = 240
 
 
@@ -124,6 +126,10 @@ def level_timing_errors(timeout: timedelta | None, reminder: timedelta | None) -
     errors = {}
     if timeout is not None and timeout < timedelta(minutes=1):
         errors["timeout"] = "A level must wait at least one minute."
+    longest = timedelta(seconds=MAX_SECONDS)
+    for name, value in (("timeout", timeout), ("reminder", reminder)):
+        if value is not None and value > longest:  # the admin's own duration field takes up to 999,999,999 days
+            errors[name] = f"A duration must be at most {MAX_DAYS} days (ten years)."
     if reminder is not None and timeout is not None:
         if reminder >= timeout:
             errors["reminder"] = "A reminder must come before the level escalates."

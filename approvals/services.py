@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -30,6 +30,7 @@ from approvals.models import (
     Delegation,
     Notification,
     Policy,
+    PolicyLevel,
     PolicyVersion,
     TaskAssignment,
 )
@@ -181,11 +182,29 @@ def escalate_task(*, data: EscalateInput) -> None:
 
 
 # Ways an ApprovalWorkflow can end without running its own ending: the task's status and the verb.
+# ("canceled": a cancellation request that arrived before the workflow could catch it, e.g. while it
+# loaded its policy; once it waits, it catches the request and closes the task itself.)
 ENDED_OUTSIDE = {
     "terminated": ("cancelled", "terminated"),
+    "canceled": ("cancelled", "cancelled"),
     "timed_out": ("failed", "timed out"),
     "failed": ("failed", "failed"),
 }
+ENDED_REASONS = {f"the workflow was {verb}" for _, verb in ENDED_OUTSIDE.values()}
+
+
+def close_task_from_workflow(*, workflow_id: str) -> bool:
+    """Close a task at once from how its workflow really ended, if it ended without closing it.
+
+    The one way both callers close such tasks: the monitoring refresh (for the runs it saw end) and a
+    decision that found its workflow gone (a parent terminated its child approval; an operator
+    terminated it). Describes the workflow's latest run, so a reset's new run keeps the task open. A
+    completed approval has closed its task itself (``complete_task`` runs before it completes).
+    Raises ``temporal.TemporalError`` when Temporal cannot say."""
+    state = temporal.run(temporal.describe_run, workflow_id=workflow_id)
+    if state is None or state.status not in ENDED_OUTSIDE:
+        return False
+    return close_task_ended_outside(workflow_id=workflow_id, status=state.status, at=state.close_time or timezone.now())
 
 
 def close_task_ended_outside(*, workflow_id: str, status: str, at: datetime) -> bool:
@@ -310,6 +329,31 @@ def apply_policy_change(*, data: PolicyChangeInput) -> None:
             f"pushed by {data.by or 'an admin'}; level {data.level} due {_hhmm(task.due_at)}",
         )
         live.task_changed(task, "policy")
+
+
+def approver_groups(user: User) -> list[Group]:
+    """The user's groups that approve something: named at a level of some policy or in some task's
+    assignments (a request's own ``approvers`` may name a group no policy does)."""
+    in_policies = PolicyLevel.groups.through.objects.filter(group_id=OuterRef("pk"))
+    in_tasks = TaskAssignment.objects.filter(group_id=OuterRef("pk"))
+    return list(user.groups.filter(Exists(in_policies) | Exists(in_tasks)).order_by("name"))
+
+
+def delegate_refusal(*, user: User, delegate: User) -> str:
+    """Why ``user`` may not name ``delegate`` (empty when they may). The rule: the delegate shares at
+    least one approver group with the user, so a stand-in is someone already trusted with that kind
+    of request; an outsider would otherwise receive every task of the user's groups. Admins are not
+    held to it (the view does not ask)."""
+    groups = approver_groups(user)
+    if not groups:
+        return "You are in no approver group, so nobody can stand in for you from here: ask an admin."
+    if delegate.groups.filter(pk__in=[g.pk for g in groups]).exists():
+        return ""
+    names = ", ".join(g.name for g in groups)
+    return (
+        f"{delegate} shares none of your approver groups ({names}): a delegate must be a member of one of "
+        "them, or an admin must set this delegation."
+    )
 
 
 def apply_delegation(*, delegation: Delegation) -> int:
@@ -529,10 +573,11 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
         mine = locked.decisions.filter(user=user.pk).first()
         other = locked.decisions.select_related("user").exclude(user=user.pk).exclude(result=Decision.Result.IGNORED)
         first = other.order_by("created_at").first()
+        lost = None
         if mine is not None:
             decision = mine  # a double click or a second tab: the first decision stands
         elif first is not None and locked.required_approvals <= 1:
-            return DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
+            lost = DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
         elif locked.status != ApprovalTask.Status.PENDING:
             by = f" by {locked.decided_by}" if locked.decided_by else ""
             return DecideResult("lost", f"Already {locked.status}{by} at {_hhmm(locked.decided_at)}.")
@@ -544,6 +589,12 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
                 live.task_changed(locked, "decision")
             except IntegrityError:  # the same approver, in another tab, a moment ago
                 decision = Decision.objects.get(task=locked, user=user)
+    if lost is not None:
+        # The winner's decision is usually applied within moments: wait for it (outside the lock), so
+        # the loser's page shows the outcome rather than a task that still looks open.
+        if lost.decision is not None and lost.decision.delivered_at is not None:
+            _wait_for_result(lost.decision)
+        return lost
     deliver_decision(decision=decision)
     return outcome_of(decision=decision)
 
@@ -560,6 +611,12 @@ def deliver_decision(*, decision: Decision) -> str:
     try:
         temporal.run(temporal.signal_decision, workflow_id=decision.task.workflow_id, payload=decision.signal_payload())
     except temporal.WorkflowClosed:
+        # Closed without closing its task (terminated, timed out...): close it now rather than leave
+        # it pending in inboxes until the next monitoring refresh; its pending decisions say why.
+        try:
+            close_task_from_workflow(workflow_id=decision.task.workflow_id)
+        except temporal.TemporalError as exc:
+            log.warning("could not read how %s ended: %s", decision.task.workflow_id, exc)
         # Only a decision still pending becomes "too late": complete_task may
         # have marked it applied while this (re)delivery was under way.
         Decision.objects.filter(pk=decision.pk, result=Decision.Result.PENDING).update(
@@ -582,16 +639,7 @@ def outcome_of(*, decision: Decision) -> DecideResult:
             "Your decision is recorded; it will be applied when the workflow engine is back.",
             decision,
         )
-    # The workflow's activities mark the decision applied (a final decision or
-    # a counted vote) or ignored; watch the row for a moment rather than the
-    # workflow, since a vote does not end the workflow.
-    # Short looks first (a decision usually lands within ~100 ms), then longer ones: a fixed 50 ms
-    # step cost the approver 25 ms on average (bench/decision_bench.py).
-    deadline, pause = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS, 0.01
-    while decision.result == Decision.Result.PENDING and time.monotonic() < deadline:
-        time.sleep(pause)
-        pause = min(pause * 1.5, 0.1)
-        decision.refresh_from_db(fields=["result", "result_reason"])
+    _wait_for_result(decision)
     if decision.result == Decision.Result.APPLIED:
         if decision.result_reason.startswith("vote counted"):
             return DecideResult(
@@ -600,12 +648,31 @@ def outcome_of(*, decision: Decision) -> DecideResult:
         verb = "Approved" if decision.choice == Decision.Choice.APPROVE else "Rejected"
         return DecideResult("applied", f"{verb}.", decision)
     if decision.result == Decision.Result.IGNORED:
+        if decision.result_reason in ENDED_REASONS:  # closed outside Tollgate (close_task_ended_outside)
+            closed_at = ApprovalTask.objects.filter(pk=decision.task_id).values_list("decided_at", flat=True).first()
+            what = decision.result_reason.removeprefix("the workflow was ")
+            return DecideResult(
+                "lost", f"This request was closed: its workflow was {what} at {_hhmm(closed_at)}.", decision
+            )
         return DecideResult("lost", f"Not applied: {decision.result_reason}.", decision)
     return DecideResult(
         "delivered",
         "Your decision is recorded and delivered; it will be applied as soon as a worker picks it up.",
         decision,
     )
+
+
+def _wait_for_result(decision: Decision) -> None:
+    """Watch the decision's row for up to TOLLGATE_DECISION_WAIT_SECONDS until the workflow's
+    activities mark it applied (a final decision or a counted vote) or ignored; the row rather than
+    the workflow, since a vote does not end the workflow. Short looks first (a decision usually lands
+    within ~100 ms), then longer ones: a fixed 50 ms step cost the approver 25 ms on average
+    (bench/decision_bench.py)."""
+    deadline, pause = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS, 0.01
+    while decision.result == Decision.Result.PENDING and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.1)
+        decision.refresh_from_db(fields=["result", "result_reason"])
 
 
 def deliver_outbox(*, older_than: timedelta = timedelta(seconds=2), limit: int = 200) -> tuple[int, int]:

@@ -168,12 +168,19 @@ def _detail_context(
     # Loaded once, shown and verified: the trail's check costs the page no query.
     decisions = list(task.decisions.select_related("user"))
     entries = list(task.audit.all())
+    # Someone else's decision on a one-approval task that is still open: it is being applied (or is in
+    # the outbox), so nobody else may decide, and the page says whose it is instead of offering a form.
+    decided_by_other = None
+    if my_decision is None and task.is_open and task.required_approvals <= 1:
+        others = [d for d in decisions if d.user_id != request.user.pk and d.result != Decision.Result.IGNORED]
+        decided_by_other = min(others, key=lambda d: d.created_at) if others else None
     return {
         "task": task,
         "form": form,
         "result": result,
-        "can_decide": my_decision is None and task.can_be_decided_by(request.user),
+        "can_decide": my_decision is None and decided_by_other is None and task.can_be_decided_by(request.user),
         "my_decision": my_decision,
+        "decided_by_other": decided_by_other,
         "decisions": decisions,
         "assignments": task.assignments.select_related("group", "user"),
         "audit": entries,

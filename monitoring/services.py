@@ -14,6 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -362,17 +363,60 @@ class ActionResult:
     ok: bool
     message: str
     new_run_id: str = ""
+    sent: dict[str, Any] | None = None  # a signal Tollgate chose to send in the operator's place
+
+
+APPROVAL_TYPE = "ApprovalWorkflow"
+# The approval workflow's human channels. Each carries a person's name (the approver who decides or
+# votes, the admin who pushes a policy, whoever cancels), and the workflow believes it: sent by hand
+# from here they would let an operator decide, push or cancel in someone else's name. Tollgate sends
+# them only as the logged-in user, from the page where that person does it.
+APPROVAL_HUMAN_SIGNALS = ("decide", "update_policy", "cancel")
+
+
+def refusal_for(*, action: str, workflow_id: str, run_id: str, signal: str) -> str:
+    """Why this action may not be sent by hand, or "" when it may.
+
+    Only an approval's human signals are refused, so only they cost a describe (to learn the run's
+    type). When Temporal cannot say what the run is, the signal is refused too: better a retry than
+    a decision in someone else's name."""
+    if action != ActionLog.Action.SIGNAL or signal not in APPROVAL_HUMAN_SIGNALS:
+        return ""
+    try:
+        state = temporal.run(temporal.describe_run, workflow_id=workflow_id, run_id=run_id)
+    except temporal.TemporalError as exc:
+        return f"Tollgate could not tell whether this is an approval workflow ({exc}), so {signal!r} was not sent."
+    if state is None or state.workflow_type != APPROVAL_TYPE:
+        return ""
+    task = ApprovalTask.objects.filter(workflow_id=workflow_id).first()
+    if signal == "decide":
+        where = f": {task.get_absolute_url()}" if task else ""
+        return f"Refused: decisions are made on the task page by the approver themselves{where}."
+    if signal == "update_policy":
+        where = reverse("approvals:policy_detail", args=[task.policy_id]) if task and task.policy_id else ""
+        page = f"the policy page: {where}" if where else f"the policy page ({reverse('approvals:policies')})"
+        return f"Refused: policy pushes are sent from {page}, in the name of the admin who sends them."
+    return "Refused: cancel this approval with the Cancel action, as yourself."
 
 
 def act_on_workflow(
     *, user: AbstractBaseUser, action: str, workflow_id: str, run_id: str, reason: str = "", signal: str = "",
     arg: Any = None,
 ) -> ActionResult:  # fmt: skip
-    """Cancel, terminate or signal a run, and write the audit row whatever Temporal answers."""
+    """Cancel, terminate or signal a run, and write the audit row whatever Temporal answers.
+
+    An approval's human signals are refused (``refusal_for``), and the refusal is audited too. An
+    approval is cancelled through its own ``cancel`` signal, naming the operator, rather than by a
+    Temporal cancellation request, which the workflow could only record as "cancelled by nobody"."""
+    refusal = refusal_for(action=action, workflow_id=workflow_id, run_id=run_id, signal=signal)
+    if refusal:
+        result = ActionResult(False, refusal)
+        record_action(user=user, action=action, workflow_id=workflow_id, run_id=run_id, reason=reason,
+                      signal=signal, arg=arg, result=result, refused=True)  # fmt: skip
+        return result
     try:
         if action == ActionLog.Action.CANCEL:
-            temporal.run(visibility.cancel_workflow, workflow_id=workflow_id, run_id=run_id)
-            result = ActionResult(True, "Cancellation requested: the workflow decides how to wind down.")
+            result = _cancel(user=user, workflow_id=workflow_id, run_id=run_id, reason=reason)
         elif action == ActionLog.Action.TERMINATE:
             temporal.run(visibility.terminate_workflow, workflow_id=workflow_id, run_id=run_id, reason=reason)
             result = ActionResult(True, "Terminated.")
@@ -386,6 +430,36 @@ def act_on_workflow(
             raise ValueError(f"unknown action {action!r}")
     except temporal.TemporalError as exc:
         result = ActionResult(False, f"Temporal refused: {exc}")
+    record_action(user=user, action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal,
+                  arg=arg, result=result)  # fmt: skip
+    return result
+
+
+def _cancel(*, user: AbstractBaseUser, workflow_id: str, run_id: str, reason: str) -> ActionResult:
+    state = temporal.run(temporal.describe_run, workflow_id=workflow_id, run_id=run_id)
+    if state is None or state.workflow_type != APPROVAL_TYPE:
+        temporal.run(visibility.cancel_workflow, workflow_id=workflow_id, run_id=run_id)
+        return ActionResult(True, "Cancellation requested: the workflow decides how to wind down.")
+    # The name comes from the session, never from the form: the audit trail and the result say who.
+    sent = {"user": user.get_username(), "reason": reason or "Cancelled by an operator from monitoring"}
+    temporal.run(visibility.signal_workflow, workflow_id=workflow_id, run_id=run_id, name="cancel", arg=sent)
+    return ActionResult(True, f"Approval cancelled as {sent['user']}: its task and result name you.", sent=sent)
+
+
+def record_action(
+    *, user: AbstractBaseUser, action: str, workflow_id: str, run_id: str, reason: str, signal: str, arg: Any,
+    result: ActionResult, refused: bool = False,
+) -> None:  # fmt: skip
+    """The audit row: who, what, on which run, and what came of it (refused ones included)."""
+    detail: dict[str, Any] = {}
+    if action == ActionLog.Action.SIGNAL:
+        detail = {"signal": signal, "input": arg}
+    elif result.sent is not None:
+        detail = {"signal": "cancel", "input": result.sent}
+    elif result.new_run_id:
+        detail = {"new_run_id": result.new_run_id}
+    if refused:
+        detail["refused"] = True
     ActionLog.objects.create(
         user_id=user.pk,
         username=user.get_username(),
@@ -393,15 +467,10 @@ def act_on_workflow(
         workflow_id=workflow_id,
         run_id=run_id,
         reason=reason,
-        detail={"signal": signal, "input": arg}
-        if action == ActionLog.Action.SIGNAL
-        else {"new_run_id": result.new_run_id}
-        if result.new_run_id
-        else {},
+        detail=detail,
         ok=result.ok,
         message=result.message,
     )
-    return result
 
 
 # ---- pending and trends ------------------------------------------------------------------

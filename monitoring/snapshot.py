@@ -143,10 +143,11 @@ def close_tasks_ended_outside(closed: list[visibility.ExecutionInfo], *, limit: 
     A terminated, timed-out or failed ``ApprovalWorkflow`` never calls ``complete_task``, so its task
     would stay pending in the inbox, inviting decisions that can no longer apply. The refresh sees
     those runs close; before closing a task it checks that the workflow id has no run still going
-    (a reset terminates the old run and goes on in a new one). At most ``limit`` checks per refresh.
+    (a reset terminates the old run and goes on in a new one), through the function a decision that
+    finds its workflow closed uses too. At most ``limit`` checks per refresh.
     """
     candidates = {
-        i.workflow_id: i
+        i.workflow_id
         for i in closed
         if i.workflow_type == "ApprovalWorkflow" and i.status in approval_services.ENDED_OUTSIDE
     }
@@ -157,15 +158,10 @@ def close_tasks_ended_outside(closed: list[visibility.ExecutionInfo], *, limit: 
     ).values_list("workflow_id", flat=True)
     done = 0
     for workflow_id in list(open_ids)[:limit]:
-        info = candidates[workflow_id]
         try:
-            if not temporal.run(temporal.workflow_closed, workflow_id=workflow_id):
-                continue
+            done += approval_services.close_task_from_workflow(workflow_id=workflow_id)
         except temporal.TemporalError:
             break  # the next refresh tries again
-        done += approval_services.close_task_ended_outside(
-            workflow_id=workflow_id, status=info.status, at=info.close_time or timezone.now()
-        )
     return done
 
 

@@ -357,11 +357,22 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
     if problem:
         messages.error(request, problem)
         return redirect(back)
+    user = request.user
+    # Refused before the confirmation page, and audited as refused, whether htmx or JSON asked.
+    refusal = services.refusal_for(action=action, workflow_id=workflow_id, run_id=run_id, signal=signal)
+    if refusal:
+        services.record_action(
+            user=user,  # type: ignore[arg-type]  # operators_only: never anonymous
+            action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal, arg=arg,
+            result=services.ActionResult(False, refusal), refused=True,
+        )  # fmt: skip
+        messages.error(request, refusal)
+        return redirect(back)
     if request.POST.get("confirm") != "yes":
         form = {"action": action, "reason": reason, "signal": signal, "input": raw_input}
         return render(request, "monitoring/confirm.html", {"workflow_id": workflow_id, "run_id": run_id, **form})
     result = services.act_on_workflow(
-        user=request.user,  # type: ignore[arg-type]  # operators_only: never anonymous
+        user=user,  # type: ignore[arg-type]  # operators_only: never anonymous
         action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal, arg=arg,
     )  # fmt: skip
     messages.add_message(request, messages.SUCCESS if result.ok else messages.ERROR, result.message)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -192,6 +193,34 @@ async def workflow_closed(*, workflow_id: str) -> bool:
         return await _closed(client.get_workflow_handle(workflow_id))
 
     return await call(check)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What Temporal says of one run: its type, its status as a slug ("running", "terminated",
+    "canceled", "timed_out", "failed", "completed", "continued_as_new") and when it closed."""
+
+    workflow_type: str
+    status: str
+    close_time: datetime | None
+
+
+async def describe_run(*, workflow_id: str, run_id: str = "") -> RunState | None:
+    """One describe of a run (the latest when ``run_id`` is empty); None when there is no such workflow."""
+
+    async def describe(client: Client) -> RunState | None:
+        try:
+            description = await client.get_workflow_handle(workflow_id, run_id=run_id or None).describe(
+                rpc_timeout=RPC_TIMEOUT
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+        status = description.status.name.lower() if description.status is not None else "unknown"
+        return RunState(description.workflow_type, status, description.close_time)
+
+    return await call(describe)
 
 
 async def ping() -> None:

@@ -212,22 +212,25 @@ def test_routing_rules_refuse_unreachable_rules_and_preview_a_payload(client: Cl
 
 
 def test_an_approver_sets_a_delegate_who_then_gets_the_open_tasks(client: Client, cast: dict[str, Any]) -> None:
-    task = pending_task("Covered", requester=cast["alice"])
+    # The delegate shares an approver group with bob (see test_out_of_office.py); the task is bob's own.
+    erin = User.objects.create(username="erin")
+    erin.groups.add(Group.objects.get(name="approvers"))
+    task = pending_task("Covered", requester=cast["alice"], groups=(), users=(cast["bob"],))
     bob = as_user(client, cast["bob"])
     response = bob.post(reverse("approvals:away"), {
         "user": cast["carol"].pk,  # ignored: bob may only set his own
-        "delegate": cast["dave"].pk, "starts_on": date.today(), "ends_on": date.today() + timedelta(days=3),
+        "delegate": erin.pk, "starts_on": date.today(), "ends_on": date.today() + timedelta(days=3),
         "reason": "holiday"})  # fmt: skip
     assert response.status_code == 302
     delegation = Delegation.objects.get()
-    assert (delegation.user, delegation.delegate, delegation.created_by) == (cast["bob"], cast["dave"], cast["bob"])
-    assert "Covered" in as_user(Client(), cast["dave"]).get(reverse("approvals:inbox")).content.decode()
-    assert task.audit.filter(kind="delegated", message__contains="dave as delegate of bob").exists()
+    assert (delegation.user, delegation.delegate, delegation.created_by) == (cast["bob"], erin, cast["bob"])
+    assert "Covered" in as_user(Client(), erin).get(reverse("approvals:inbox")).content.decode()
+    assert task.audit.filter(kind="delegated", message__contains="erin as delegate of bob").exists()
     assert bob.post(reverse("approvals:away"), {"action": "end", "delegation": "not-a-number"}).status_code == 302
     bob.post(reverse("approvals:away"), {"action": "end", "delegation": delegation.pk})
     assert not Delegation.objects.active_on(date.today()).exists()
-    assert "Covered" not in as_user(Client(), cast["dave"]).get(reverse("approvals:inbox")).content.decode()
-    assert task.audit.filter(message="dave no longer stands in for bob").exists()
+    assert "Covered" not in as_user(Client(), erin).get(reverse("approvals:inbox")).content.decode()
+    assert task.audit.filter(message="erin no longer stands in for bob").exists()
 
 
 def test_a_delegation_that_begins_later_covers_tasks_already_open_when_it_begins(
