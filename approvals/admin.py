@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from approvals.models import ApprovalTask, AuditEntry, Decision, Policy, PolicyLevel
@@ -29,7 +30,9 @@ class PolicyAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         # Saves here are versions too, like the editor's (/approvals/policies/).
         super().save_related(request, form, formsets, change)
-        save_policy_version(policy=form.instance, user=request.user)  # type: ignore[arg-type]
+        # The admin site lets staff users in only: never anonymous.
+        assert isinstance(request.user, User)
+        save_policy_version(policy=form.instance, user=request.user)
 
 
 class DecisionInline(admin.TabularInline):

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
@@ -27,6 +26,7 @@ from approvals.forms import (
     storable_id,
 )
 from approvals.models import ApprovalTask, Delegation, Policy, RoutingRule
+from config.http import AuthenticatedRequest
 
 OPEN = [ApprovalTask.Status.STARTING, ApprovalTask.Status.PENDING]
 
@@ -46,7 +46,7 @@ def policy_admin_required(view: Callable[..., HttpResponse]) -> Callable[..., Ht
 
 @policy_admin_required
 @require_GET
-def policy_list(request: HttpRequest) -> HttpResponse:
+def policy_list(request: AuthenticatedRequest) -> HttpResponse:
     rows = Policy.objects.annotate(
         running=Count("tasks", filter=Q(tasks__status__in=OPEN)), level_count=Count("levels", distinct=True)
     ).order_by("retired_at", "name")
@@ -55,7 +55,7 @@ def policy_list(request: HttpRequest) -> HttpResponse:
 
 @policy_admin_required
 @require_http_methods(["GET", "POST"])
-def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+def policy_edit(request: AuthenticatedRequest, pk: int | None = None) -> HttpResponse:
     policy = get_object_or_404(Policy, pk=pk) if pk else None
     if request.method == "POST":
         form = PolicyForm(request.POST, instance=policy)
@@ -71,7 +71,7 @@ def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
             fields = {k: v for k, v in form.cleaned_data.items() if k != "revision"}
             try:
                 version = policies.save_policy(
-                    policy=policy, fields=fields, levels=levels.levels(), user=request.user,  # type: ignore[arg-type]
+                    policy=policy, fields=fields, levels=levels.levels(), user=request.user,
                     revision=form.cleaned_data.get("revision") or 0,
                 )  # fmt: skip
             except policies.StaleEdit as exc:
@@ -92,7 +92,7 @@ def policy_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 
 @policy_admin_required
 @require_GET
-def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def policy_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     policy = get_object_or_404(Policy, pk=pk)
     version = policies.current_version(policy)
     running = policy.tasks.filter(status=ApprovalTask.Status.PENDING).order_by("created_at")
@@ -108,15 +108,15 @@ def policy_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @policy_admin_required
 @require_POST
-def policy_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
-    copy = policies.duplicate_policy(policy=get_object_or_404(Policy, pk=pk), user=request.user)  # type: ignore[arg-type]
+def policy_duplicate(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    copy = policies.duplicate_policy(policy=get_object_or_404(Policy, pk=pk), user=request.user)
     messages.success(request, f"Created {copy.name}. Rename it and adjust its levels.")
     return redirect("approvals:policy_edit", pk=copy.pk)
 
 
 @policy_admin_required
 @require_POST
-def policy_retire(request: HttpRequest, pk: int) -> HttpResponse:
+def policy_retire(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     policy = get_object_or_404(Policy, pk=pk)
     try:
         policies.retire_policy(policy=policy)
@@ -129,7 +129,7 @@ def policy_retire(request: HttpRequest, pk: int) -> HttpResponse:
 
 @policy_admin_required
 @require_POST
-def policy_push(request: HttpRequest, pk: int) -> HttpResponse:
+def policy_push(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     """Send the current version to chosen running tasks (or all of them)."""
     policy = get_object_or_404(Policy, pk=pk)
     running = policy.tasks.filter(status=ApprovalTask.Status.PENDING)
@@ -148,7 +148,7 @@ def policy_push(request: HttpRequest, pk: int) -> HttpResponse:
             messages.warning(request, "Choose at least one running task.")
         return redirect("approvals:policy_detail", pk=policy.pk)
     version = policies.current_version(policy)
-    sent, problems = services.push_policy_version(version=version, tasks=tasks, user=request.user)  # type: ignore[arg-type]
+    sent, problems = services.push_policy_version(version=version, tasks=tasks, user=request.user)
     messages.success(request, f"Version {version.number} sent to {sent} running task(s).")
     for problem in problems:
         messages.error(request, f"Not sent to {problem}")
@@ -157,7 +157,7 @@ def policy_push(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def routing(request: HttpRequest) -> HttpResponse:
+def routing(request: AuthenticatedRequest) -> HttpResponse:
     if not (request.user.is_staff and request.user.has_perm("approvals.change_routingrule")):
         raise PermissionDenied("Only admins may manage routing rules.")
     form = RoutingRuleForm(request.POST if request.POST.get("action") == "add" else None)
@@ -189,8 +189,8 @@ def routing(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def out_of_office(request: HttpRequest) -> HttpResponse:
-    user: User = request.user  # type: ignore[assignment]
+def out_of_office(request: AuthenticatedRequest) -> HttpResponse:
+    user = request.user
     may_choose = user.is_staff and user.has_perm("approvals.add_delegation")
     form = DelegationForm(request.POST or None, for_user=user, may_choose_user=may_choose)
     if request.method == "POST" and request.POST.get("action") == "end":

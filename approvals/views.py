@@ -15,12 +15,12 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
-from django_htmx.middleware import HtmxDetails
 
 from approvals import services
 from approvals.audit import verify_task_chain
 from approvals.forms import DecisionForm, RequestForm
 from approvals.models import ApprovalTask, Decision, InboxCounts
+from config.http import AuthenticatedRequest
 from monitoring.access import can_monitor
 from workflows import client as temporal
 from workflows.models import LedgerEntry
@@ -46,10 +46,6 @@ class CappedPaginator(Paginator):
         return self._known
 
 
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
-
-
 def get_task_for_user(user: User | AnonymousUser, pk: int) -> ApprovalTask:
     """The task if the user may see it (assigned, requester, staff); 404 otherwise."""
     visible = ApprovalTask.objects.visible_to(user) | ApprovalTask.objects.filter(requester=user.pk)
@@ -63,7 +59,7 @@ def get_task_for_user(user: User | AnonymousUser, pk: int) -> ApprovalTask:
 
 @login_required
 @require_GET
-def inbox(request: HtmxHttpRequest) -> HttpResponse:
+def inbox(request: AuthenticatedRequest) -> HttpResponse:
     show = request.GET.get("show", "pending")
     query = request.GET.get("q", "").strip()[:200]
     tasks = ApprovalTask.objects.visible_to(request.user)
@@ -86,14 +82,14 @@ def inbox(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def task_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+def task_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     task = get_task_for_user(request.user, pk)
     return render(request, "approvals/task_detail.html", _detail_context(request, task, DecisionForm()))
 
 
 @login_required
 @require_POST
-def decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+def decide(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     task = get_task_for_user(request.user, pk)
     if task.requester_id == request.user.pk:
         raise PermissionDenied("Requesters may not decide their own request.")
@@ -106,7 +102,7 @@ def decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     else:
         result = services.decide_task(
             task=task,
-            user=request.user,  # type: ignore[arg-type]  # login_required: never anonymous
+            user=request.user,
             choice=form.cleaned_data["choice"],
             comment=form.cleaned_data["comment"].strip(),
         )
@@ -122,14 +118,14 @@ def decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def pending_count(request: HtmxHttpRequest) -> HttpResponse:
+def pending_count(request: AuthenticatedRequest) -> HttpResponse:
     """The header's badge, re-fetched by live pages."""
     return render(request, "approvals/_count.html")
 
 
 @login_required
 @require_GET
-def my_decisions(request: HtmxHttpRequest) -> HttpResponse:
+def my_decisions(request: AuthenticatedRequest) -> HttpResponse:
     decisions = Decision.objects.filter(user=request.user.pk).select_related("task").order_by("-created_at")
     page = Paginator(decisions, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "approvals/my_decisions.html", {"page": page})
@@ -137,7 +133,7 @@ def my_decisions(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def my_requests(request: HtmxHttpRequest) -> HttpResponse:
+def my_requests(request: AuthenticatedRequest) -> HttpResponse:
     tasks = ApprovalTask.objects.filter(requester=request.user.pk).select_related("policy").order_by("-created_at")
     page = Paginator(tasks, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "approvals/my_requests.html", {"page": page})
@@ -145,11 +141,11 @@ def my_requests(request: HtmxHttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def new_request(request: HtmxHttpRequest) -> HttpResponse:
+def new_request(request: AuthenticatedRequest) -> HttpResponse:
     form = RequestForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         task = services.create_request(
-            user=request.user,  # type: ignore[arg-type]
+            user=request.user,
             title=form.cleaned_data["title"],
             description=form.cleaned_data["description"],
             policy=form.cleaned_data["policy"],
@@ -162,7 +158,7 @@ def new_request(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _detail_context(
-    request: HttpRequest, task: ApprovalTask, form: DecisionForm, result: services.DecideResult | None = None
+    request: AuthenticatedRequest, task: ApprovalTask, form: DecisionForm, result: services.DecideResult | None = None
 ) -> dict[str, object]:
     my_decision = task.decisions.filter(user=request.user.pk).first()
     # Loaded once, shown and verified: the trail's check costs the page no query.

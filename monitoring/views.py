@@ -29,11 +29,13 @@ from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
+from config.http import AuthenticatedRequest
 from monitoring import charts, services, visibility
 from monitoring.access import can_act, operators_only
 from monitoring.models import ActionLog, Execution, SnapshotState
 from monitoring.templatetags import monitoring_tags as tags
 from workflows import client as temporal
+from workflows.parsing import InputError, json_value_from_text
 
 PAGE_SIZE = 100
 FOLD_AT = 400
@@ -99,7 +101,7 @@ def _moment(text: str) -> datetime | None:
 
 @operators_only
 @require_GET
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: AuthenticatedRequest) -> HttpResponse:
     state = SnapshotState.current()
     window, start, end = _window(request, state)
     live = services.live_status_counts()
@@ -186,7 +188,7 @@ def _column_headers(params: QueryDict, sort: str) -> list[dict[str, str]]:
 
 @operators_only
 @require_GET
-def executions(request: HttpRequest) -> HttpResponse:
+def executions(request: AuthenticatedRequest) -> HttpResponse:
     query = _build_query(request)
     sort = request.GET.get("sort", "")
     sort = sort if sort.removeprefix("-") in SORT_KEYS else ""
@@ -282,7 +284,7 @@ def _row_json(row: Execution) -> dict[str, Any]:
 
 @operators_only
 @require_GET
-def execution_detail(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
+def execution_detail(request: AuthenticatedRequest, workflow_id: str, run_id: str) -> HttpResponse:
     context = _detail_context(request, workflow_id, run_id)
     status = 404 if context["missing"] else 200
     detail = context["detail"]
@@ -325,7 +327,7 @@ def _detail_context(request: HttpRequest, workflow_id: str, run_id: str) -> dict
 
 @operators_only
 @require_POST
-def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
+def act(request: AuthenticatedRequest, workflow_id: str, run_id: str) -> HttpResponse:
     """Cancel, terminate (reason required) or signal (JSON input); confirmed first, always audited."""
     if not can_act(request.user):
         raise PermissionDenied("Acting on workflows needs the monitoring.act_on_workflows permission.")
@@ -350,9 +352,9 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
             problem = "Name the signal to send."
         elif raw_input:
             try:
-                arg = json.loads(raw_input)
-            except json.JSONDecodeError as exc:
-                problem = f"The signal input is not valid JSON: {exc}"
+                arg = json_value_from_text(raw_input, "signal input")
+            except InputError as exc:
+                problem = f"The {exc}."
     back = reverse("monitoring:execution", args=[workflow_id, run_id])
     if problem:
         messages.error(request, problem)
@@ -362,7 +364,7 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
     refusal = services.refusal_for(action=action, workflow_id=workflow_id, run_id=run_id, signal=signal)
     if refusal:
         services.record_action(
-            user=user,  # type: ignore[arg-type]  # operators_only: never anonymous
+            user=user,
             action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal, arg=arg,
             result=services.ActionResult(False, refusal), refused=True,
         )  # fmt: skip
@@ -372,7 +374,7 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
         form = {"action": action, "reason": reason, "signal": signal, "input": raw_input}
         return render(request, "monitoring/confirm.html", {"workflow_id": workflow_id, "run_id": run_id, **form})
     result = services.act_on_workflow(
-        user=user,  # type: ignore[arg-type]  # operators_only: never anonymous
+        user=user,
         action=action, workflow_id=workflow_id, run_id=run_id, reason=reason, signal=signal, arg=arg,
     )  # fmt: skip
     messages.add_message(request, messages.SUCCESS if result.ok else messages.ERROR, result.message)
@@ -383,7 +385,7 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
 
 @operators_only
 @require_GET
-def retries(request: HttpRequest) -> HttpResponse:
+def retries(request: AuthenticatedRequest) -> HttpResponse:
     groups, attempts = services.retrying_activities(), services.closed_attempts()
     context = {"groups": groups, "attempts": attempts, **_snapshot_context()}
     data = {"groups": groups, "closed_attempts": attempts, "snapshot": _snapshot_json(context)}
@@ -392,7 +394,7 @@ def retries(request: HttpRequest) -> HttpResponse:
 
 @operators_only
 @require_GET
-def stuck(request: HttpRequest) -> HttpResponse:
+def stuck(request: AuthenticatedRequest) -> HttpResponse:
     minutes = settings.MONITORING_STUCK_MINUTES
     try:
         minutes = min(max(int(request.GET.get("minutes", minutes)), 1), STUCK_MAX_MINUTES)
@@ -448,7 +450,7 @@ def _label(value: str) -> str:
 
 @operators_only
 @require_GET
-def pending(request: HttpRequest) -> HttpResponse:
+def pending(request: AuthenticatedRequest) -> HttpResponse:
     now = timezone.now()
     queues, queue_error = services.live_task_queues()
     context = {
@@ -463,7 +465,7 @@ def pending(request: HttpRequest) -> HttpResponse:
 
 @operators_only
 @require_GET
-def trends(request: HttpRequest) -> HttpResponse:
+def trends(request: AuthenticatedRequest) -> HttpResponse:
     state = SnapshotState.current()
     window, start, end = _window(request, state)
     figures = services.trends(start=start, end=end, snapshot_at=state.refreshed_at)

@@ -188,17 +188,24 @@ def flag(raw: dict[str, Any], name: str) -> bool:
     return value
 
 
-def json_from_text(text: str, name: str) -> dict[str, Any]:
-    """A JSON object typed by a person (a form field, a command-line option), checked like any
-    input. Empty text is ``{}``. Decoding errors, including nesting too deep for the decoder
-    itself, become an ``InputError`` naming ``name``."""
-    text = text.strip()
-    if not text:
-        return {}
+def json_value_from_text(text: str, name: str) -> Any:
+    """Any JSON value typed by a person (a signal's input, say), checked by ``check_json``.
+    Decoding errors, including nesting too deep for the decoder itself, become an ``InputError``
+    naming ``name``."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(name, f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise InputError(name, f"is nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)") from None
-    return json_object(value, name)
+    check_json(value, name)
+    return value
+
+
+def json_from_text(text: str, name: str) -> dict[str, Any]:
+    """A JSON object typed by a person (a form field, a command-line option), checked like any
+    input. Empty text is ``{}``."""
+    text = text.strip()
+    if not text:
+        return {}
+    return json_object(json_value_from_text(text, name), name)
