@@ -104,26 +104,6 @@ async def call(make: Callable[[Client], Awaitable[T]]) -> T:
         raise TemporalError(f"{exc.status.name}: {exc.message}") from None
 
 
-async def start_approval(*, workflow_id: str, request: dict[str, Any]) -> str:
-    """Start ``ApprovalWorkflow``; starting one that already exists is a no-op."""
-
-    async def start(client: Client) -> str:
-        try:
-            handle = await client.start_workflow(
-                "ApprovalWorkflow",
-                request,
-                id=workflow_id,
-                task_queue=settings.TEMPORAL_TASK_QUEUE,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                rpc_timeout=RPC_TIMEOUT,
-            )
-        except WorkflowAlreadyStartedError:
-            return ""
-        return handle.result_run_id or ""
-
-    return await call(start)
-
-
 class WorkflowExists(TemporalError):
     """A workflow with that id exists (running or closed); ids are not reused."""
 
@@ -150,6 +130,14 @@ async def start_workflow(*, workflow_type: str, workflow_id: str, input: dict[st
         return handle.result_run_id or ""
 
     return await call(start)
+
+
+async def start_approval(*, workflow_id: str, request: dict[str, Any]) -> str:
+    """Start ``ApprovalWorkflow``; starting one that already exists is a no-op (returns "")."""
+    try:
+        return await start_workflow(workflow_type="ApprovalWorkflow", workflow_id=workflow_id, input=request)
+    except WorkflowExists:
+        return ""
 
 
 async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:

@@ -14,7 +14,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from workflows.parsing import InputError, check_json, json_type, known_keys, string_field, string_list, whole_number
+from workflows.parsing import (
+    InputError,
+    check_json,
+    json_object,
+    json_type,
+    known_keys,
+    string_field,
+    string_list,
+    whole_number,
+)
 
 OUTCOMES = ("approved", "rejected", "expired", "cancelled")
 FINAL_ACTIONS = {"expire": "expired", "approve": "approved", "reject": "rejected"}
@@ -106,9 +115,7 @@ class DecisionSignal:
 
     @classmethod
     def parse(cls, raw: Any) -> DecisionSignal:
-        if not isinstance(raw, dict):
-            raise InputError("decision", f"must be a JSON object, got {json_type(raw)}")
-        check_json(raw, "decision")
+        raw = json_object(raw, "decision")
         decision = string_field(raw, "decision", required=True, max_length=20)
         if decision not in DECISIONS:
             raise InputError("decision", "must be 'approve' or 'reject'")
@@ -127,9 +134,7 @@ class CancelSignal:
 
     @classmethod
     def parse(cls, raw: Any) -> CancelSignal:
-        if not isinstance(raw, dict):
-            raise InputError("cancel", f"must be a JSON object, got {json_type(raw)}")
-        check_json(raw, "cancel")
+        raw = json_object(raw, "cancel")
         return cls(
             user=string_field(raw, "user", required=False, max_length=150),
             reason=string_field(raw, "reason", required=False),
@@ -187,9 +192,7 @@ class PolicySnapshot:
     @classmethod
     def parse(cls, raw: Any) -> PolicySnapshot:
         """A policy version pushed to a running workflow by signal."""
-        if not isinstance(raw, dict):
-            raise InputError("policy", f"must be a JSON object, got {json_type(raw)}")
-        check_json(raw, "policy")
+        raw = json_object(raw, "policy")
         levels = raw.get("levels")
         if not isinstance(levels, list) or not 1 <= len(levels) <= 20:
             raise InputError("policy.levels", "must be an array of 1 to 20 levels")
