@@ -8,6 +8,7 @@ All are idempotent: a retry finds the rows it wrote the first time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from temporalio import activity
@@ -25,6 +26,7 @@ from workflows.types import (
     PolicyChangeInput,
     PolicySnapshot,
     RegisterTaskInput,
+    RegisterTaskResult,
     VoteInput,
 )
 
@@ -39,9 +41,15 @@ def load_policy(data: LoadPolicyInput) -> PolicySnapshot:
         raise ApplicationError(str(exc), exc.field, type="InvalidInput", non_retryable=True) from None
 
 
+# Set by the worker's interceptor around each activity (``build_worker(search_attributes=...)``):
+# whether this worker found the search attributes on its namespace at start.
+search_attributes_ready: ContextVar[bool] = ContextVar("search_attributes_ready", default=False)
+
+
 @activity.defn(name="register_task")
-def register_task(data: RegisterTaskInput) -> None:
+def register_task(data: RegisterTaskInput) -> RegisterTaskResult:
     services.register_task(data=data)
+    return RegisterTaskResult(search_attributes=search_attributes_ready.get())
 
 
 @activity.defn(name="escalate_task")

@@ -34,6 +34,17 @@ PARENT_TYPE_MEMO = "parent_type"
 INPUT_FIELDS = ("request_id", "title", "description", "requested_by", "payload", "policy", "approvers", "request_type")
 MAX_PAYLOAD_BYTES = 64_000  # bytes of JSON: the payload is copied into the history and the task row
 MAX_LEVEL_SECONDS = 3650 * 86_400  # ten years: what a policy level may wait, and what timedelta and timers hold
+# Custom search attributes ApprovalWorkflow keeps current (name -> Temporal's indexed value type), so any
+# Temporal client can list approvals by status, requester, policy, level, deadline or assignee.
+SEARCH_ATTRIBUTES = {
+    "ApprovalStatus": "Keyword",
+    "ApprovalRequestId": "Keyword",
+    "ApprovalRequestedBy": "Keyword",
+    "ApprovalPolicy": "Keyword",
+    "ApprovalLevel": "Int",
+    "ApprovalDueAt": "Datetime",
+    "ApprovalAssignees": "KeywordList",
+}
 
 __all__ = ["InputError"]
 
@@ -257,6 +268,14 @@ class RegisterTaskInput:
     parent_workflow_id: str = ""
     parent_run_id: str = ""
     parent_workflow_type: str = ""
+
+
+@dataclass(frozen=True)
+class RegisterTaskResult:
+    """``search_attributes``: the worker found Tollgate's search attributes on the namespace, so the
+    workflow may upsert them (recorded in the history, so a replay decides the same)."""
+
+    search_attributes: bool = False
 
 
 @dataclass(frozen=True)

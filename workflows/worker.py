@@ -15,6 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DataError, close_old_connections
 from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.converter import (
     CompositePayloadConverter,
@@ -23,6 +25,7 @@ from temporalio.converter import (
     JSONPlainPayloadConverter,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -34,8 +37,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from monitoring import snapshot
 from monitoring import workflows as monitoring_workflows
 from workflows import activities
+from workflows.client import RPC_TIMEOUT
 from workflows.parsing import MAX_DEPTH
 from workflows.reference import registry as reference
+from workflows.types import SEARCH_ATTRIBUTES
 from workflows.workflows import ApprovalWorkflow
 
 log = logging.getLogger(__name__)
@@ -87,6 +92,10 @@ DATA_CONVERTER = dataclasses.replace(DataConverter.default, payload_converter_cl
 
 
 class _CloseConnections(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, *, search_attributes: bool) -> None:
+        super().__init__(next)
+        self._search_attributes = search_attributes
+
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         # The interceptor itself runs on the event loop; only ``input.fn`` runs
         # in the pool thread that owns the Django connection. So wrap ``fn``:
@@ -99,6 +108,7 @@ class _CloseConnections(ActivityInboundInterceptor):
         @functools.wraps(fn)
         def in_thread(*args: Any) -> Any:
             close_old_connections()
+            activities.search_attributes_ready.set(self._search_attributes)
             try:
                 return fn(*args)
             except DataError as exc:
@@ -112,15 +122,28 @@ class _CloseConnections(ActivityInboundInterceptor):
 
 
 class DjangoConnectionInterceptor(Interceptor):
+    """Around every sync activity: fresh database connections, a database refusal made final, and
+    what the worker knows of its namespace (``search_attributes``) for ``register_task`` to report."""
+
+    def __init__(self, *, search_attributes: bool = False) -> None:
+        self._search_attributes = search_attributes
+
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _CloseConnections(next)
+        return _CloseConnections(next, search_attributes=self._search_attributes)
 
 
 def build_worker(
-    client: Client, executor: ThreadPoolExecutor, *, task_queue: str | None = None, cache_workflows: bool = True
+    client: Client,
+    executor: ThreadPoolExecutor,
+    *,
+    task_queue: str | None = None,
+    cache_workflows: bool = True,
+    search_attributes: bool = False,
 ) -> Worker:
     """``cache_workflows=False`` turns off the workflow cache and with it sticky task queues, so a
-    worker that stops leaves no workflow task bound to it (tests that stop a worker midway)."""
+    worker that stops leaves no workflow task bound to it (tests that stop a worker midway).
+    ``search_attributes``: what ``ensure_search_attributes`` found; approvals upsert them only then,
+    since an upsert of an attribute the namespace lacks fails every workflow task."""
     config = client.config()
     config["data_converter"] = DATA_CONVERTER  # the worker decodes with the bounded JSON converter
     return Worker(
@@ -130,11 +153,76 @@ def build_worker(
         activities=list(ACTIVITIES),
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,  # one slot per pool thread
-        interceptors=[DjangoConnectionInterceptor()],
+        interceptors=[DjangoConnectionInterceptor(search_attributes=search_attributes)],
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_cached_workflows=settings.TOLLGATE_WORKFLOW_CACHE_SIZE if cache_workflows else 0,
         workflow_runner=SANDBOX,
     )
+
+
+def create_search_attributes_command(namespace: str) -> str:
+    names = " ".join(f"--name {name} --type {kind}" for name, kind in SEARCH_ATTRIBUTES.items())
+    return f"temporal operator search-attribute create --namespace {namespace} {names}"
+
+
+async def ensure_search_attributes(client: Client, *, wait: float = 10.0) -> bool:
+    """Check that the namespace has Tollgate's search attributes, creating the missing ones where
+    this client may (a self-hosted server or the dev server); True when all are there. Where it
+    may not (Temporal Cloud, a restricted role), log one line saying how to create them and return
+    False: approvals then run without them until the worker starts again."""
+    namespace = client.namespace
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace), timeout=RPC_TIMEOUT
+        )
+    except RPCError as exc:
+        log.warning("cannot read the search attributes of namespace %r (%s)", namespace, exc.message)
+        listed = None
+    have = dict(listed.custom_attributes) if listed else {}
+    wrong = [
+        f"{name} is {IndexedValueType.Name(have[name]).removeprefix('INDEXED_VALUE_TYPE_')}, not {kind}"
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name in have and have[name] != _indexed(kind)
+    ]
+    if wrong:
+        log.error(
+            "search attributes of the wrong type on namespace %r: %s; approvals run without them",
+            namespace,
+            "; ".join(wrong),
+        )
+        return False
+    missing = {name: _indexed(kind) for name, kind in SEARCH_ATTRIBUTES.items() if name not in have}
+    if not missing:
+        return True
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing), timeout=RPC_TIMEOUT
+        )
+    except RPCError as exc:
+        log.warning(
+            "namespace %r lacks the search attributes %s and this worker may not create them (%s). Create them "
+            "with `%s` (self-hosted), or on Temporal Cloud in the namespace's settings or with `tcld namespace "
+            "search-attributes add`; approvals run without them until the worker restarts.",
+            namespace, ", ".join(missing), exc.message, create_search_attributes_command(namespace),
+        )  # fmt: skip
+        return False
+    # The server's search attribute cache refreshes on its own schedule: wait until they are listed.
+    deadline = asyncio.get_running_loop().time() + wait
+    while asyncio.get_running_loop().time() < deadline:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace), timeout=RPC_TIMEOUT
+        )
+        if all(name in listed.custom_attributes for name in missing):
+            break
+        await asyncio.sleep(0.2)
+    log.info("created search attributes %s on namespace %r", ", ".join(missing), namespace)
+    return True
+
+
+def _indexed(kind: str) -> IndexedValueType.ValueType:
+    # "KeywordList" -> INDEXED_VALUE_TYPE_KEYWORD_LIST
+    words = "".join(f"_{c}" if c.isupper() and i else c for i, c in enumerate(kind)).upper()
+    return IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{words}")
 
 
 async def relay_outbox(stop: asyncio.Event, *, interval: float | None = None) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 from workflows.types import (
@@ -39,6 +39,7 @@ from workflows.types import (
     PolicyChangeInput,
     PolicySnapshot,
     RegisterTaskInput,
+    RegisterTaskResult,
     VoteInput,
 )
 
@@ -62,6 +63,15 @@ NOTIFY_RETRY = RetryPolicy(
 
 
 STRICT_INPUT_PATCH = "strict-input"
+SEARCH_ATTRIBUTES_PATCH = "search-attributes-v1"
+# The custom search attributes (workflows.types.SEARCH_ATTRIBUTES), typed for upserts.
+STATUS = SearchAttributeKey.for_keyword("ApprovalStatus")
+REQUEST_ID = SearchAttributeKey.for_keyword("ApprovalRequestId")
+REQUESTED_BY = SearchAttributeKey.for_keyword("ApprovalRequestedBy")
+POLICY = SearchAttributeKey.for_keyword("ApprovalPolicy")
+LEVEL = SearchAttributeKey.for_int("ApprovalLevel")
+DUE_AT = SearchAttributeKey.for_datetime("ApprovalDueAt")
+ASSIGNEES = SearchAttributeKey.for_keyword_list("ApprovalAssignees")
 MAX_REMINDERS_PER_LEVEL = 50
 MAX_IGNORED = 100  # kept for the audit trail; a flood of bad signals is not
 
@@ -97,6 +107,7 @@ class ApprovalWorkflow:
         self._pushed_policy: tuple[PolicySnapshot, str] | None = None
         self._pushed = False  # a version was pushed: deadlines never lie in the past
         self._max_level = 0
+        self._search_attributes = False  # the worker said the namespace has them (register_task's result)
 
     # ---- run -------------------------------------------------------------
 
@@ -174,7 +185,8 @@ class ApprovalWorkflow:
         self._activate_level(policy.levels[0])
         # Only the activity's argument grows (no new command), so older histories still replay.
         parent = workflow.info().parent
-        await workflow.execute_activity(
+        search_attributes = workflow.patched(SEARCH_ATTRIBUTES_PATCH)
+        registered = await workflow.execute_activity(
             "register_task",
             RegisterTaskInput(
                 workflow_id=workflow.info().workflow_id,
@@ -187,10 +199,18 @@ class ApprovalWorkflow:
                 parent_run_id=parent.run_id if parent else "",
                 parent_workflow_type=_parent_type() if parent else "",
             ),
+            result_type=RegisterTaskResult,
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )
         self._registered = True
+        # Histories recorded before the patch have no result here (the activity returned nothing).
+        self._search_attributes = search_attributes and bool(registered and registered.search_attributes)
+        self._upsert(
+            REQUEST_ID.value_set(request.request_id),
+            REQUESTED_BY.value_set(request.requested_by),
+            POLICY.value_set(policy.slug),
+        )
         self._notify("assigned")
         await self._wait_for_outcome()
 
@@ -302,6 +322,7 @@ class ApprovalWorkflow:
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )
+        self._upsert()
         self._notify("escalated")
 
     async def _apply_pushed_policy(self) -> None:
@@ -338,6 +359,7 @@ class ApprovalWorkflow:
             start_to_close_timeout=DB_TIMEOUT,
             retry_policy=DB_RETRY,
         )
+        self._upsert(POLICY.value_set(policy.slug))
         self._check_quorum()
 
     @workflow.signal(name="update_policy")
@@ -485,6 +507,21 @@ class ApprovalWorkflow:
         self._event("cancelled", user=cancel.user, detail=cancel.reason)
         self._finish("cancelled", cancel.user or None, cancel.reason)
 
+    def _upsert(self, *extra: SearchAttributeUpdate[Any]) -> None:
+        """Keep the search attributes current (status, level, deadline, the current level's assignees,
+        plus ``extra``), when the worker found them on the namespace."""
+        if not self._search_attributes:
+            return
+        current = self._assignees[-1] if self._assignees else {"groups": [], "users": []}
+        updates: list[SearchAttributeUpdate[Any]] = [
+            STATUS.value_set(self._result.outcome if self._result else "pending"),
+            LEVEL.value_set(self._level),
+            ASSIGNEES.value_set(sorted({*current["groups"], *current["users"]})),
+        ]
+        if self._due_at is not None:
+            updates.append(DUE_AT.value_set(self._due_at))
+        workflow.upsert_search_attributes([*updates, *extra])
+
     def _finish(self, outcome: str, user: str | None, comment: str, decision_id: str | None = None) -> None:
         self._result = ApprovalResult(
             outcome=outcome,
@@ -496,6 +533,7 @@ class ApprovalWorkflow:
             decision_id=decision_id,
             request_id=self._request_id,
         )
+        self._upsert()
 
     def _closed_reason(self) -> str:
         assert self._result is not None

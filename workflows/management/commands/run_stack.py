@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.ports import free_port
 from workflows import client as temporal
+from workflows.types import SEARCH_ATTRIBUTES
 
 COLOURS = {"temporal": "35", "redis": "31", "worker": "36", "web": "32", "stack": "33"}
 FIRST_DELAY, MAX_DELAY = 1.0, 30.0  # restart backoff: 1 s, doubling up to 30 s
@@ -120,6 +121,8 @@ class Command(BaseCommand):
                     settings.TEMPORAL_NAMESPACE,
                     "--log-level",
                     "warn",
+                    # Tollgate's search attributes exist from the start (the worker would create them too).
+                    *(f"--search-attribute={name}={kind}" for name, kind in SEARCH_ATTRIBUTES.items()),
                 ],
             )
             self.restarts["temporal"] = Restarts()

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand
 
 from monitoring.snapshot import ensure_snapshot_schedule
 from workflows import client as temporal
-from workflows.worker import build_worker, relay_outbox
+from workflows.worker import build_worker, ensure_search_attributes, relay_outbox
 
 log = logging.getLogger("tollgate.worker")
 
@@ -52,7 +52,12 @@ class Command(BaseCommand):
                     await ensure_snapshot_schedule(client)
                 except Exception:  # monitoring must never keep approvals from running
                     log.exception("could not create the monitoring snapshot schedule")
-                worker = build_worker(client, executor)
+                try:
+                    search_attributes = await ensure_search_attributes(client)
+                except Exception:  # never keep approvals from running: they run without them
+                    log.exception("could not check the namespace's search attributes")
+                    search_attributes = False
+                worker = build_worker(client, executor, search_attributes=search_attributes)
                 log.info(
                     "worker polling task queue %r on %s namespace %r",
                     settings.TEMPORAL_TASK_QUEUE,
