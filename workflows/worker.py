@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, close_old_connections
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -23,6 +24,7 @@ from temporalio.converter import (
     JSONPlainPayloadConverter,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -114,6 +116,22 @@ class _CloseConnections(ActivityInboundInterceptor):
 class DjangoConnectionInterceptor(Interceptor):
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _CloseConnections(next)
+
+
+def serve_sdk_metrics(address: str) -> None:
+    """Serve the SDK's own metrics (Rust core: task slots, poll and schedule-to-start latencies,
+    sticky cache hits and misses, activity failures...) in the Prometheus format at
+    ``http://<address>/metrics``, for every client and worker this process creates afterwards.
+
+    The metrics belong to the runtime, which a client takes when it connects, so this must run once,
+    before the first connection; ``set_default`` refuses a second call. Only ``run_worker`` calls it:
+    the web keeps the SDK's plain default runtime. A port already taken fails the start in one line
+    naming the variable, as a malformed value does in the settings."""
+    try:
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except ValueError as exc:  # "Failed starting Prometheus exporter: Address already in use (os error 98)"
+        raise ImproperlyConfigured(f"TOLLGATE_WORKER_METRICS {address}: {exc}") from None
+    Runtime.set_default(runtime)
 
 
 def build_worker(
