@@ -33,6 +33,7 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from config import tracing
 from monitoring import snapshot
 from monitoring import workflows as monitoring_workflows
 from workflows import activities
@@ -141,6 +142,13 @@ def build_worker(
     worker that stops leaves no workflow task bound to it (tests that stop a worker midway)."""
     config = client.config()
     config["data_converter"] = DATA_CONVERTER  # the worker decodes with the bounded JSON converter
+    # With tracing on, the worker traces through its client's interceptor; a client connected
+    # without it (a test's, a script's) gets it here, so the worker never runs untraced.
+    present = {type(interceptor) for interceptor in config["interceptors"]}
+    config["interceptors"] = [
+        *config["interceptors"],
+        *(interceptor for interceptor in tracing.client_interceptors() if type(interceptor) not in present),
+    ]
     return Worker(
         Client(**config),
         task_queue=task_queue or settings.TEMPORAL_TASK_QUEUE,
@@ -148,7 +156,7 @@ def build_worker(
         activities=list(ACTIVITIES),
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,  # one slot per pool thread
-        interceptors=[DjangoConnectionInterceptor()],
+        interceptors=[DjangoConnectionInterceptor(), *tracing.worker_interceptors()],
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_cached_workflows=settings.TOLLGATE_WORKFLOW_CACHE_SIZE if cache_workflows else 0,
         workflow_runner=SANDBOX,

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from config.tracing import setup_tracing
 from monitoring.snapshot import ensure_snapshot_schedule
 from workflows import client as temporal
 from workflows.worker import build_worker, relay_outbox, serve_sdk_metrics
@@ -32,6 +33,8 @@ class Command(BaseCommand):
         if settings.TOLLGATE_WORKER_METRICS:  # before any client connects: they take the runtime then
             serve_sdk_metrics(settings.TOLLGATE_WORKER_METRICS)
             log.info("Temporal SDK metrics on http://%s/metrics", settings.TOLLGATE_WORKER_METRICS)
+        if setup_tracing(default_service="tollgate-worker", instrument_django=False):
+            log.info("tracing on (OpenTelemetry, from the OTEL_* settings)")
         asyncio.run(self.main())
 
     async def main(self) -> None:
