@@ -6,6 +6,11 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+# Before the app is built: Django's instrumentation joins the middleware list the handler loads.
+from config.tracing import setup_tracing  # noqa: E402
+
+setup_tracing(default_service="tollgate-web", instrument_django=True)
+
 django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: they load models.

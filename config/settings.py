@@ -5,6 +5,7 @@ Every variable is read through a small helper that raises
 with one clear line (``manage.py`` prints it without a traceback).
 """
 
+import ipaddress
 import os
 import re
 import secrets
@@ -62,6 +63,27 @@ def env_host_port(name: str, default: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value) or int(value.rsplit(":", 1)[1]) > 65535:
         raise ImproperlyConfigured(f"{name} must be host:port (for example 127.0.0.1:7233), got {value!r}")
     return value
+
+
+def env_listen_address(name: str) -> str:
+    """An optional ``ip:port`` to listen on ("" when unset). An IP, not a host name: the SDK's
+    exporter parses a socket address and resolves nothing; ``localhost`` is taken as 127.0.0.1."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return ""
+    host, _, port = value.rpartition(":")
+    host = "127.0.0.1" if host == "localhost" else host
+    try:
+        ip = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        number = int(port)
+    except ValueError:
+        ip, number = None, 0
+    if ip is None or not 1 <= number <= 65535 or (ip.version == 6) != host.startswith("["):
+        raise ImproperlyConfigured(
+            f"{name} must be ip:port with a port from 1 to 65535 (for example 127.0.0.1:9464 or [::1]:9464), "
+            f"got {value!r}"
+        )
+    return f"{host}:{number}"
 
 
 def env_file(name: str) -> str:
@@ -262,6 +284,9 @@ TOLLGATE_WORKER_THREADS = env_int("TOLLGATE_WORKER_THREADS", 16, minimum=1)
 # Workflows a worker keeps in memory between their tasks (1000: the SDK's default); this bounds
 # the worker's memory however many approvals wait. 0 turns the cache and sticky queues off.
 TOLLGATE_WORKFLOW_CACHE_SIZE = env_int("TOLLGATE_WORKFLOW_CACHE_SIZE", 1000)
+# Where the worker serves the Temporal SDK's own metrics (task slots, poll and schedule-to-start
+# latencies, sticky cache, activity failures) for Prometheus, at /metrics; off when unset.
+TOLLGATE_WORKER_METRICS = env_listen_address("TOLLGATE_WORKER_METRICS")
 TOLLGATE_OUTBOX_INTERVAL_SECONDS = env_int("TOLLGATE_OUTBOX_INTERVAL_SECONDS", 5, minimum=1)
 
 # Monitoring: a snapshot of visibility refreshed by a Temporal schedule.

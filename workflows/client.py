@@ -22,6 +22,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from config import tracing
+
 T = TypeVar("T")
 RPC_TIMEOUT = timedelta(seconds=5)
 CONNECT_TIMEOUT = 5.0
@@ -71,6 +73,7 @@ async def connect() -> Client:
                 namespace=settings.TEMPORAL_NAMESPACE,
                 tls=tls_config(),
                 api_key=settings.TEMPORAL_API_KEY or None,
+                interceptors=tracing.client_interceptors(),  # none unless OTEL_* turns tracing on
             ),
             CONNECT_TIMEOUT,
         )

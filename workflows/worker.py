@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DataError, close_old_connections
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
@@ -25,6 +26,7 @@ from temporalio.converter import (
     JSONPlainPayloadConverter,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -34,6 +36,7 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from config import tracing
 from monitoring import snapshot
 from monitoring import workflows as monitoring_workflows
 from workflows import activities
@@ -132,6 +135,22 @@ class DjangoConnectionInterceptor(Interceptor):
         return _CloseConnections(next, search_attributes=self._search_attributes)
 
 
+def serve_sdk_metrics(address: str) -> None:
+    """Serve the SDK's own metrics (Rust core: task slots, poll and schedule-to-start latencies,
+    sticky cache hits and misses, activity failures...) in the Prometheus format at
+    ``http://<address>/metrics``, for every client and worker this process creates afterwards.
+
+    The metrics belong to the runtime, which a client takes when it connects, so this must run once,
+    before the first connection; ``set_default`` refuses a second call. Only ``run_worker`` calls it:
+    the web keeps the SDK's plain default runtime. A port already taken fails the start in one line
+    naming the variable, as a malformed value does in the settings."""
+    try:
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except ValueError as exc:  # "Failed starting Prometheus exporter: Address already in use (os error 98)"
+        raise ImproperlyConfigured(f"TOLLGATE_WORKER_METRICS {address}: {exc}") from None
+    Runtime.set_default(runtime)
+
+
 def build_worker(
     client: Client,
     executor: ThreadPoolExecutor,
@@ -146,6 +165,13 @@ def build_worker(
     since an upsert of an attribute the namespace lacks fails every workflow task."""
     config = client.config()
     config["data_converter"] = DATA_CONVERTER  # the worker decodes with the bounded JSON converter
+    # With tracing on, the worker traces through its client's interceptor; a client connected
+    # without it (a test's, a script's) gets it here, so the worker never runs untraced.
+    present = {type(interceptor) for interceptor in config["interceptors"]}
+    config["interceptors"] = [
+        *config["interceptors"],
+        *(interceptor for interceptor in tracing.client_interceptors() if type(interceptor) not in present),
+    ]
     return Worker(
         Client(**config),
         task_queue=task_queue or settings.TEMPORAL_TASK_QUEUE,
@@ -153,7 +179,7 @@ def build_worker(
         activities=list(ACTIVITIES),
         activity_executor=executor,
         max_concurrent_activities=executor._max_workers,  # one slot per pool thread
-        interceptors=[DjangoConnectionInterceptor(search_attributes=search_attributes)],
+        interceptors=[DjangoConnectionInterceptor(search_attributes=search_attributes), *tracing.worker_interceptors()],
         graceful_shutdown_timeout=timedelta(seconds=10),
         max_cached_workflows=settings.TOLLGATE_WORKFLOW_CACHE_SIZE if cache_workflows else 0,
         workflow_runner=SANDBOX,

@@ -140,12 +140,13 @@ class Command(BaseCommand):
             if count:
                 say("stack", f"started {count} demo requests")
         python = sys.executable
+        worker_metrics = os.environ["TOLLGATE_WORKER_METRICS"] = self.worker_metrics_address()
         self.spawn("worker", [python, "manage.py", "run_worker"])
         self.restarts["worker"] = Restarts()
         self.spawn(
             "web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(settings.PORT), "config.asgi:application"]
         )
-        self.banner(ui_url)
+        self.banner(ui_url, worker_metrics)
         while not self.stopping:
             self.supervise()
             time.sleep(0.2)
@@ -209,6 +210,17 @@ class Command(BaseCommand):
             time.sleep(0.1)
         os.environ["REDIS_URL"] = f"unix://{sock}"  # inherited by the worker and the web server
 
+    def worker_metrics_address(self) -> str:
+        """TOLLGATE_WORKER_METRICS when set; else PORT + 1464 (9464, the port commonly given to
+        Prometheus exporters, for the default PORT 8000), so a second stack on another PORT gets
+        another one; any free port when that one is taken."""
+        if settings.TOLLGATE_WORKER_METRICS:
+            return str(settings.TOLLGATE_WORKER_METRICS)
+        port = settings.PORT + 1464
+        if port > 65535 or answers(f"127.0.0.1:{port}"):
+            port = free_port(spare_above=0)
+        return f"127.0.0.1:{port}"
+
     def wait_for_temporal(self) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -246,12 +258,14 @@ class Command(BaseCommand):
                 continue
             say(label, line)
 
-    def banner(self, ui_url: str) -> None:
+    def banner(self, ui_url: str, worker_metrics: str) -> None:
         from approvals.demo import CAST, DEMO_PASSWORD
 
         say("stack", f"Tollgate is up: http://127.0.0.1:{settings.PORT}/")
         if ui_url:
             say("stack", f"Temporal UI:     {ui_url}")
+        say("stack", f"Metrics:         http://127.0.0.1:{settings.PORT}/metrics (Tollgate)")
+        say("stack", f"                 http://{worker_metrics}/metrics (worker: Temporal SDK)")
         if not os.environ.get("DATABASE_URL"):
             say("stack", f"Demo logins (password '{DEMO_PASSWORD}'):")
             for username, role, groups, _staff, _su in CAST:

@@ -13,9 +13,10 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from config.tracing import setup_tracing
 from monitoring.snapshot import ensure_snapshot_schedule
 from workflows import client as temporal
-from workflows.worker import build_worker, ensure_search_attributes, relay_outbox
+from workflows.worker import build_worker, ensure_search_attributes, relay_outbox, serve_sdk_metrics
 
 log = logging.getLogger("tollgate.worker")
 
@@ -29,6 +30,11 @@ class Command(BaseCommand):
         # PYTHONDONTWRITEBYTECODE is set (as on our CI machines) no bytecode is ever written.
         # compileall writes it anyway, and only for files newer than their .pyc.
         compileall.compile_dir(Path(__file__).resolve().parents[2], quiet=1)
+        if settings.TOLLGATE_WORKER_METRICS:  # before any client connects: they take the runtime then
+            serve_sdk_metrics(settings.TOLLGATE_WORKER_METRICS)
+            log.info("Temporal SDK metrics on http://%s/metrics", settings.TOLLGATE_WORKER_METRICS)
+        if setup_tracing(default_service="tollgate-worker", instrument_django=False):
+            log.info("tracing on (OpenTelemetry, from the OTEL_* settings)")
         asyncio.run(self.main())
 
     async def main(self) -> None:
