@@ -34,6 +34,7 @@ from monitoring.access import can_act, operators_only
 from monitoring.models import ActionLog, Execution, SnapshotState
 from monitoring.templatetags import monitoring_tags as tags
 from workflows import client as temporal
+from workflows.parsing import MAX_DEPTH, InputError, check_json
 
 PAGE_SIZE = 100
 FOLD_AT = 400
@@ -351,8 +352,15 @@ def act(request: HttpRequest, workflow_id: str, run_id: str) -> HttpResponse:
         elif raw_input:
             try:
                 arg = json.loads(raw_input)
+                check_json(arg, "input")  # the limits every JSON input to a workflow has
             except json.JSONDecodeError as exc:
                 problem = f"The signal input is not valid JSON: {exc}"
+            except RecursionError:
+                problem = f"The signal input is nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)."
+            except InputError as exc:
+                problem = f"The signal input was not sent: {exc}."
+            except ValueError:  # a whole number longer than Python converts (4,300 digits)
+                problem = "The signal input holds a number with too many digits."
     back = reverse("monitoring:execution", args=[workflow_id, run_id])
     if problem:
         messages.error(request, problem)
