@@ -167,9 +167,8 @@ def routing(request: AuthenticatedRequest) -> HttpResponse:
         messages.success(request, "Routing rule added.")
         return redirect("approvals:routing")
     if request.method == "POST" and request.POST.get("action") == "delete":
-        RoutingRule.objects.filter(
-            pk=request.POST.get("rule", "0") if request.POST.get("rule", "").isdigit() else 0
-        ).delete()
+        rule = request.POST.get("rule", "")
+        RoutingRule.objects.filter(pk=rule if storable_id(rule, RoutingRule) else 0).delete()
         messages.success(request, "Routing rule removed.")
         return redirect("approvals:routing")
     chosen = None
@@ -226,7 +225,8 @@ def out_of_office(request: AuthenticatedRequest) -> HttpResponse:
 def _with_extra_level(data: Any) -> Any:
     copy = data.copy()
     raw = copy.get("levels-TOTAL_FORMS", "0")
-    total = int(raw) if raw.isdigit() else 0
+    # ASCII and short: "²" and 5,000 digits pass ``isdigit`` yet ``int`` refuses them.
+    total = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
     copy["levels-TOTAL_FORMS"] = str(min(total + 1, 10))
     copy[f"levels-{total}-required_approvals"] = "1"
     return LevelFormSet(copy, prefix="levels")

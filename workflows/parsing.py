@@ -56,6 +56,14 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def _key(key: str) -> str:
+    """A key as a message shows it: as typed, or quoted as JSON when it is empty, blank, holds
+    characters that do not print, or is long, so the field is always named and readable."""
+    if key.strip() and key.isprintable() and len(key) <= 100:
+        return key
+    return json.dumps(key[:100], ensure_ascii=True) + ("..." if len(key) > 100 else "")
+
+
 def check_json(value: Any, name: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> None:
     """Refuse a decoded JSON value nested deeper than ``max_depth``, with more than ``max_nodes``
     values, with a number out of range, NUL characters or non-string keys. Iterative, so no
@@ -77,7 +85,7 @@ def check_json(value: Any, name: str, *, max_depth: int = MAX_DEPTH, max_nodes: 
                     if "\x00" in key:
                         raise InputError(path, "must not contain NUL characters")
                     # The whole input's fields are named alone ("payload.note", not "input.payload.note").
-                    stack.append((child, key if path == "input" else f"{path}.{key}", depth + 1))
+                    stack.append((child, _key(key) if path == "input" else f"{path}.{_key(key)}", depth + 1))
             else:
                 stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
         elif isinstance(item, str):
@@ -110,7 +118,7 @@ def known_keys(raw: dict[str, Any], allowed: Iterable[str], where: str = "input"
     for key in raw:
         if key not in allowed:
             prefix = f"{where}." if where != "input" else ""
-            raise InputError(f"{prefix}{key}", f"is not a known field (known: {', '.join(allowed)})")
+            raise InputError(f"{prefix}{_key(key)}", f"is not a known field (known: {', '.join(allowed)})")
 
 
 def string_field(raw: dict[str, Any], name: str, *, required: bool, max_length: int = MAX_TEXT) -> str:
@@ -190,14 +198,16 @@ def flag(raw: dict[str, Any], name: str) -> bool:
 
 def json_value_from_text(text: str, name: str) -> Any:
     """Any JSON value typed by a person (a signal's input, say), checked by ``check_json``.
-    Decoding errors, including nesting too deep for the decoder itself, become an ``InputError``
-    naming ``name``."""
+    Decoding errors, including nesting too deep for the decoder itself and whole numbers too long
+    for Python to convert, become an ``InputError`` naming ``name``."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(name, f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except RecursionError:
         raise InputError(name, f"is nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)") from None
+    except ValueError:  # Python's limit on the digits of a whole number (4,300): far beyond any JSON number's range
+        raise InputError(name, f"holds a number with too many digits (at most {MAX_SAFE_INTEGER})") from None
     check_json(value, name)
     return value
 

@@ -208,7 +208,7 @@ class PolicySnapshot:
         if not isinstance(levels, list) or not 1 <= len(levels) <= 20:
             raise InputError("policy.levels", "must be an array of 1 to 20 levels")
         final_action = raw.get("final_action")
-        if final_action not in FINAL_ACTIONS:
+        if not isinstance(final_action, str) or final_action not in FINAL_ACTIONS:  # an array is unhashable
             raise InputError("policy.final_action", "must be expire, approve or reject")
         version = whole_number(raw, "version", default=0, minimum=0, maximum=2**31 - 1)
         return cls(

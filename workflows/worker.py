@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ from monitoring import snapshot
 from monitoring import workflows as monitoring_workflows
 from workflows import activities
 from workflows.client import RPC_TIMEOUT
-from workflows.parsing import MAX_DEPTH
+from workflows.parsing import MAX_DEPTH, MAX_SAFE_INTEGER
 from workflows.reference import registry as reference
 from workflows.types import SEARCH_ATTRIBUTES
 from workflows.workflows import ApprovalWorkflow
@@ -62,23 +63,43 @@ SANDBOX = SandboxedWorkflowRunner(
 )
 
 
+def _undecodable(problem: str) -> ApplicationError:
+    return ApplicationError(f"invalid input: input: {problem}", "input", type="InvalidInput", non_retryable=True)
+
+
+class _CheckedJSONDecoder(json.JSONDecoder):
+    """Every way JSON text can fail to decode, as a non-retryable ``InvalidInput`` naming the input:
+    text that is not JSON (the SDK would wrap it in a RuntimeError), a value nested too deeply for
+    the decoder itself (about 1,000 levels: a RecursionError) and a whole number longer than
+    Python converts (4,300 digits: a ValueError). Each of those otherwise fails the workflow task,
+    which Temporal retries forever."""
+
+    def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().decode(s, *args, **kwargs)
+        except RecursionError:
+            raise _undecodable(f"is nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)") from None
+        except json.JSONDecodeError as exc:
+            raise _undecodable(f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except ValueError:
+            raise _undecodable(f"holds a number with too many digits (at most {MAX_SAFE_INTEGER})") from None
+
+
 class _BoundedJSONPayloadConverter(JSONPlainPayloadConverter):
-    """JSON decoding that fails the workflow, not its workflow task, when a value is nested too
-    deeply for the decoder itself (about 1,000 levels). Without this, ``json.loads``'s
-    RecursionError fails every workflow task and Temporal retries it forever; a non-retryable
-    ``ApplicationError`` raised while decoding fails the workflow (or the signal) at once.
-    Shallower values are decoded and then refused by the parsers (``workflows.parsing``)."""
+    """JSON decoding that fails the workflow, not its workflow task, when the payload cannot be
+    decoded at all (``_CheckedJSONDecoder``, and bytes that are no Unicode text). A non-retryable
+    ``ApplicationError`` raised while decoding fails the workflow at once (the SDK lets it through
+    its payload conversion), and a signal that cannot be decoded is dropped. Decodable values are
+    then refused, if need be, by the parsers (``workflows.parsing``)."""
+
+    def __init__(self) -> None:
+        super().__init__(decoder=_CheckedJSONDecoder)
 
     def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
         try:
             return super().from_payload(payload, type_hint)
-        except RecursionError:
-            raise ApplicationError(
-                f"invalid input: input: is nested too deeply (at most {MAX_DEPTH} levels of arrays and objects)",
-                "input",
-                type="InvalidInput",
-                non_retryable=True,
-            ) from None
+        except UnicodeDecodeError:  # ``json.loads`` decodes the bytes before the decoder sees them
+            raise _undecodable("is not valid JSON: its bytes are not UTF-8 text") from None
 
 
 class PayloadConverter(CompositePayloadConverter):
