@@ -99,7 +99,12 @@ async def _settle(address: str, task_queue: str, start: Start) -> tuple[str, Wor
                     return workflow_id, WorkflowExecutionStatus.FAILED, event
             status = (await handle.describe()).status
             if status != WorkflowExecutionStatus.RUNNING:
-                return workflow_id, status, None
+                # It may have closed between the history read above and this describe: read again.
+                events = (await handle.fetch_history()).events
+                failed = next(
+                    (e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED), None
+                )
+                return workflow_id, status, failed
             if await asyncio.to_thread(_registered, workflow_id):
                 return workflow_id, status, None
             await asyncio.sleep(0.2)
