@@ -60,7 +60,9 @@ class ExecutionInfo:
     task_queue: str
     start_time: datetime
     close_time: datetime | None
-    history_length: int
+    # None when not known: visibility records a run's history length only when it closes, so a
+    # running run listed there says 0 (a describe gives the real length).
+    history_length: int | None
     parent_id: str = ""
 
     @property
@@ -76,6 +78,9 @@ class Described:
     pending_activities: list[dict[str, Any]]
     pending_children: list[dict[str, str]] = field(default_factory=list)
     workflow_task_attempt: int = 0
+    # What an idle or failing run waits on, read from the end of its history (``_read_waiting``);
+    # None when not read this refresh (its history has not grown since the last read).
+    waiting: dict[str, Any] | None = None
 
 
 @dataclass
@@ -113,7 +118,7 @@ def _info(listed: ListedExecution) -> ExecutionInfo:
         task_queue=listed.task_queue,
         start_time=listed.start_time,
         close_time=listed.close_time,
-        history_length=listed.history_length,
+        history_length=listed.history_length or (None if listed.status == WorkflowExecutionStatus.RUNNING else 0),
         parent_id=listed.parent_id or "",
     )
 
@@ -128,11 +133,11 @@ def _raise_for(exc: RPCError) -> None:
 # ---- the web's reads -------------------------------------------------------------------
 
 
-async def count_by_status() -> dict[str, int]:
-    """Exact counts per status for the namespace: one COUNT ... GROUP BY ExecutionStatus."""
+async def count_by_status(*, where: str = "") -> dict[str, int]:
+    """Exact counts per status for the namespace (or the runs ``where`` matches): one COUNT ... GROUP BY."""
 
     async def count(client: Client) -> dict[str, int]:
-        result = await client.count_workflows("GROUP BY ExecutionStatus", rpc_timeout=RPC_TIMEOUT)
+        result = await client.count_workflows(f"{where} GROUP BY ExecutionStatus".strip(), rpc_timeout=RPC_TIMEOUT)
         counts: dict[str, int] = {}
         for group in result.groups:
             name = str(group.group_values[0]) if group.group_values else "unknown"
@@ -190,7 +195,7 @@ def _raw_info(raw: WorkflowExecutionInfo) -> ExecutionInfo:
         task_queue=raw.task_queue,
         start_time=start or datetime.min.replace(tzinfo=UTC),
         close_time=_time(raw, "close_time"),
-        history_length=raw.history_length,
+        history_length=raw.history_length or (None if raw.status == WorkflowExecutionStatus.RUNNING.value else 0),
         parent_id=raw.parent_execution.workflow_id if raw.HasField("parent_execution") else "",
     )
 
@@ -362,14 +367,20 @@ async def read_changes(
     running_limit: int,
     describe_limit: int,
     described_at: dict[tuple[str, str], datetime],
+    waiting_read_at: dict[tuple[str, str], int] | None = None,
 ) -> Changes:
     """Everything one refresh needs, in a bounded number of RPCs.
 
     Closed runs since the watermark (all pages up to ``max_closed``), running
     runs (up to ``running_limit``), describes of the ``describe_limit`` running
     runs least recently described, and the close event of the newest failure
-    per workflow type in this batch.
+    per workflow type in this batch. A described run that is idle (nothing
+    pending) or whose workflow task keeps failing also gets one bounded read of
+    the end of its history (``_read_waiting``), unless its history has not grown
+    since the last such read (``waiting_read_at``: the length it was read at).
     """
+    read_at = waiting_read_at or {}
+    handlers: dict[str, dict[str, list[str]] | None] = {}
 
     async def read(client: Client) -> Changes:
         changes = Changes()
@@ -397,13 +408,21 @@ async def read_changes(
                     continue  # deleted by retention between list and describe
                 raise
             raw = description.raw_description
+            described_info = _info(description)
+            attempt = raw.pending_workflow_task.attempt if raw.HasField("pending_workflow_task") else 0
+            idle = not raw.pending_activities and not raw.pending_children
+            waiting = None
+            if (idle or attempt > 1) and read_at.get((info.workflow_id, info.run_id)) != (
+                described_info.history_length or 0
+            ):
+                waiting = await _read_waiting(client, described_info, idle=idle, handlers=handlers)
             changes.described.append(
                 Described(
-                    info=_info(description),
+                    info=described_info,
                     pending_activities=[_pending_activity(p) for p in raw.pending_activities],
-                    workflow_task_attempt=raw.pending_workflow_task.attempt
-                    if raw.HasField("pending_workflow_task")
-                    else 0,
+                    pending_children=[_pending_child(c) for c in raw.pending_children],
+                    workflow_task_attempt=attempt,
+                    waiting=waiting,
                 )
             )
         newest: dict[str, ExecutionInfo] = {}
@@ -471,6 +490,127 @@ async def read_activity_attempts(
     return await call(read)
 
 
+WAITING_EVENTS = 1000
+METADATA_QUERY = "__temporal_workflow_metadata"
+METADATA_TIMEOUT = timedelta(seconds=3)
+
+
+async def _read_waiting(
+    client: Client, info: ExecutionInfo, *, idle: bool, handlers: dict[str, dict[str, list[str]] | None]
+) -> dict[str, Any]:
+    """What an idle or failing run waits on, from the last ``WAITING_EVENTS`` events of its history.
+
+    DescribeWorkflowExecution lists pending activities, children and the pending workflow task, but
+    not timers: a run asleep on a timer (an approval waiting for its deadline) looks exactly like a
+    run that will never move again. So one reverse history read (one RPC) finds the timers started
+    and not yet fired or cancelled, with when they fire, and the newest workflow task failure or
+    timeout not followed by a completed workflow task (the server writes the first failure of a
+    series and keeps retrying without new events). ``complete`` says whether the read reached the
+    first event: when it did not and found no timer, "no timer" is not known. An idle run without a
+    timer can only be woken by a signal or an update: the signals and updates its type declares
+    come from the SDK's ``__temporal_workflow_metadata`` query, asked once per type per refresh.
+    """
+    try:
+        response = await client.workflow_service.get_workflow_execution_history_reverse(
+            GetWorkflowExecutionHistoryReverseRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=info.workflow_id, run_id=info.run_id),
+                maximum_page_size=WAITING_EVENTS,
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return {"at_length": info.history_length or 0, "timers": [], "complete": False}
+        raise
+    closed_timers: set[int] = set()
+    timers: list[dict[str, Any]] = []
+    task_failure, task_timed_out, completed_since = "", False, False
+    for event in response.history.events:  # newest first
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_TIMER_FIRED:
+            closed_timers.add(event.timer_fired_event_attributes.started_event_id)
+        elif kind == EventType.EVENT_TYPE_TIMER_CANCELED:
+            closed_timers.add(event.timer_canceled_event_attributes.started_event_id)
+        elif kind == EventType.EVENT_TYPE_TIMER_STARTED and event.event_id not in closed_timers:
+            attrs = event.timer_started_event_attributes
+            fires = event.event_time.ToDatetime(tzinfo=UTC) + attrs.start_to_fire_timeout.ToTimedelta()
+            timers.append({"timer_id": attrs.timer_id, "fires_at": fires.isoformat()})
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            completed_since = True
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED and not completed_since and not task_failure:
+            task_failure = _typed_failure_text(event.workflow_task_failed_event_attributes.failure)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT and not completed_since and not task_failure:
+            task_failure, task_timed_out = "the workflow task timed out", True
+    waiting: dict[str, Any] = {
+        "at_length": info.history_length or 0,
+        "timers": sorted(timers, key=lambda t: t["fires_at"]),
+        "complete": not response.next_page_token,
+        "workflow_task_failure": task_failure[:2000],
+        "workflow_task_timed_out": task_timed_out,
+    }
+    if idle and not timers:
+        if info.workflow_type not in handlers:
+            handlers[info.workflow_type] = await _declared_handlers(client, info)
+        waiting["handlers"] = handlers[info.workflow_type]
+    return waiting
+
+
+async def _declared_handlers(client: Client, info: ExecutionInfo) -> dict[str, list[str]] | None:
+    """The queries, signals and updates a run's type declares, from the SDK's metadata query
+    (Python, Go, Java and TypeScript SDKs of 2024 on answer it); None when it cannot be asked (no
+    worker polling, an older SDK), answered within a short timeout so a refresh never waits long."""
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    handle = client.get_workflow_handle(info.workflow_id, run_id=info.run_id)
+    try:
+        metadata = await handle.query(METADATA_QUERY, result_type=WorkflowMetadata, rpc_timeout=METADATA_TIMEOUT)
+    except Exception:  # any refusal, timeout or decoding problem: "unknown", never a failed refresh
+        return None
+    definition = metadata.definition
+
+    def names(definitions: Any) -> list[str]:
+        return sorted(d.name for d in definitions if d.name and not d.name.startswith("__"))
+
+    return {
+        "queries": names(definition.query_definitions),
+        "signals": names(definition.signal_definitions),
+        "updates": names(definition.update_definitions),
+    }
+
+
+async def declared_handlers(*, workflow_id: str, run_id: str, workflow_type: str) -> dict[str, list[str]] | None:
+    """``_declared_handlers`` for the execution page (one query, short timeout)."""
+
+    async def ask(client: Client) -> dict[str, list[str]] | None:
+        info = ExecutionInfo(workflow_id, run_id, workflow_type, "", "", datetime.min.replace(tzinfo=UTC), None, 0)
+        return await _declared_handlers(client, info)
+
+    return await call(ask)
+
+
+async def run_query(*, workflow_id: str, run_id: str, name: str, wait: timedelta) -> Any:
+    """Run one query (no argument) and return its decoded answer; Temporal's refusals and timeouts
+    come back as ``TemporalError`` with the server's or the workflow's words."""
+    from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
+
+    async def ask(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
+        try:
+            return await handle.query(name, rpc_timeout=wait)
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+            raise TemporalError(f"the query failed: {exc}") from None
+        except RPCError as exc:
+            _raise_for(exc)
+            if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+                raise TemporalError(
+                    f"no answer within {wait.total_seconds():g} s (is a worker polling its task queue?)"
+                ) from None
+            raise TemporalError(f"the query failed: {exc.message}") from None
+
+    return await call(ask)
+
+
 async def _last_event_failure(client: Client, info: ExecutionInfo) -> str:
     try:
         response = await client.workflow_service.get_workflow_execution_history_reverse(
@@ -528,6 +668,17 @@ def _failure_text(failure: Any) -> str:
         parts.append(cause.message)
         cause = cause.cause if cause.HasField("cause") else None
     return ": ".join(p for p in parts if p)
+
+
+def _typed_failure_text(failure: Any) -> str:
+    """A failure as "RuntimeError: message", the way a traceback's last line reads."""
+    kind = failure.application_failure_info.type if failure.HasField("application_failure_info") else ""
+    text = _failure_text(failure)
+    return f"{kind}: {text}" if kind else text
+
+
+def _pending_child(child: Any) -> dict[str, str]:
+    return {"workflow_id": child.workflow_id, "run_id": child.run_id, "workflow_type": child.workflow_type_name}
 
 
 def _close_failure(event: HistoryEvent) -> str:
