@@ -329,8 +329,13 @@ def execution_detail(request: AuthenticatedRequest, workflow_id: str, run_id: st
         "run_id": run_id,
         "execution": _execution_json(detail["info"]) if detail else None,
         "pending_activities": detail["pending_activities"] if detail else [],
+        "pending_children": detail["pending_children"] if detail else [],
+        "workflow_task": detail["workflow_task"] if detail else None,
         "children": detail["children"] if detail else [],
+        "outcome": detail["outcome"] if detail else "",
+        "groups": detail["groups"] if detail else [],
         "events": detail["events"] if detail else [],
+        "events_truncated": detail["events_truncated"] if detail else False,
         "input": detail["input"] if detail else None,
         "result": detail["result"] if detail else None,
         "failure": detail["failure"] if detail else "",
@@ -353,12 +358,79 @@ def _detail_context(request: HttpRequest, workflow_id: str, run_id: str) -> dict
         **_snapshot_context(),
     }  # fmt: skip
     try:
-        context["detail"] = temporal.run(visibility.describe_execution, workflow_id=workflow_id, run_id=run_id)
+        context["detail"] = detail = temporal.run(visibility.describe_execution, workflow_id=workflow_id, run_id=run_id)
     except (visibility.NotFound, visibility.BadQuery):  # BadQuery: a run id that is no run id ("Invalid RunId.")
         context["missing"] = True
     except temporal.TemporalError as exc:
         context["down"] = str(exc)
+    else:
+        info = detail["info"]
+        context["timeline"] = charts.execution_timeline(
+            detail["groups"], start=info.start_time, end=info.close_time or timezone.now()
+        )
+        context["queries"] = _query_names(info.workflow_type, None)
     return context
+
+
+BUILT_IN_QUERIES = ["__stack_trace"]  # every SDK answers it: where the workflow's code is waiting
+
+
+def _query_names(workflow_type: str, declared: dict[str, list[str]] | None) -> list[str]:
+    """The queries to offer: the type's declared ones (its metadata query), else Tollgate's list for
+    its own types; then the SDK's stack trace."""
+    handlers = services.handlers_of(workflow_type, declared)
+    return [*(handlers or {}).get("queries", []), *BUILT_IN_QUERIES]
+
+
+QUERY_WAIT = timedelta(seconds=5)
+
+
+@operators_only
+@require_GET
+def execution_queries(request: AuthenticatedRequest, workflow_id: str, run_id: str) -> HttpResponse:
+    """The query form with the queries the run's type declares, asked of the workflow itself through
+    the SDK's ``__temporal_workflow_metadata`` query (loaded by htmx after the page, so a run without
+    a worker never slows the page down); Tollgate's known list when it cannot answer."""
+    workflow_type = request.GET.get("type", "")[:1000]
+    try:
+        declared = temporal.run(
+            visibility.declared_handlers, workflow_id=workflow_id, run_id=run_id, workflow_type=workflow_type
+        )
+    except temporal.TemporalError:
+        declared = None
+    context = {
+        "workflow_id": workflow_id, "run_id": run_id, "queries": _query_names(workflow_type, declared),
+        "declared": declared is not None,
+    }  # fmt: skip
+    return render(request, "monitoring/execution.html#query-form", context)
+
+
+@operators_only
+@require_POST
+def run_query(request: AuthenticatedRequest, workflow_id: str, run_id: str) -> HttpResponse:
+    """Run one query and show its answer as escaped, indented JSON; a refusal or a timeout is said in
+    words. Read-only, but an operator's: it makes the workflow's worker run code."""
+    name = request.POST.get("query", "").strip()
+    context: dict[str, Any] = {"workflow_id": workflow_id, "run_id": run_id, "query": name, "answer": None,
+                               "problem": ""}  # fmt: skip
+    status = 200
+    if not name or len(name) > 200 or not services.storable(name):
+        context["problem"], status = "Name the query to run (up to 200 characters).", 400
+    else:
+        try:
+            value = temporal.run(
+                visibility.run_query, workflow_id=workflow_id, run_id=run_id, name=name, wait=QUERY_WAIT
+            )
+            context["answer"] = json.dumps(value, indent=2, default=str, ensure_ascii=False)
+        except visibility.NotFound:
+            context["problem"] = "Temporal has no such run (it may be past its retention period)."
+        except temporal.TemporalUnavailable as exc:
+            context["problem"] = f"No answer: {exc}"
+        except temporal.TemporalError as exc:
+            context["problem"] = f"The query {name!r} did not answer: {exc}"
+    if getattr(request, "htmx", False):
+        return render(request, "monitoring/execution.html#query-answer", context, status=status)
+    return render(request, "monitoring/query.html", {**context, **_snapshot_context()}, status=status)
 
 
 @operators_only
