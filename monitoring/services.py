@@ -285,13 +285,14 @@ class Live:
     error: str = ""
 
 
-def live_counts_key(*, show_system: bool = True) -> str:
-    """Where the namespace's live status counts are cached (the monitoring bench empties it)."""
+def live_counts_key(*, show_system: bool = False) -> str:
+    """Where the namespace's live status counts are cached (the monitoring bench empties it); by
+    default the overview's own, without Tollgate's workflows."""
     suffix = "" if show_system else ":user"
     return f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}{suffix}"
 
 
-def live_status_counts(*, show_system: bool = True) -> Live:
+def live_status_counts(*, show_system: bool = False) -> Live:
     """Exact namespace counts from visibility (one call, cached a few seconds); the snapshot's when down.
     Without ``show_system``, Tollgate's own workflows are left out of both."""
     key = live_counts_key(show_system=show_system)
