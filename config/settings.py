@@ -302,6 +302,9 @@ MONITORING_BACKFILL_DAYS = env_int("MONITORING_BACKFILL_DAYS", 15, minimum=1)
 # Visibility records land a little after the close: re-read this much before the watermark.
 MONITORING_VISIBILITY_LAG_SECONDS = env_int("MONITORING_VISIBILITY_LAG_SECONDS", 5)
 MONITORING_STUCK_MINUTES = env_int("MONITORING_STUCK_MINUTES", 30, minimum=1)
+# Stuck: an activity at this attempt or later; an approval open this long past its final deadline.
+MONITORING_STUCK_ATTEMPTS = env_int("MONITORING_STUCK_ATTEMPTS", 3, minimum=2)
+MONITORING_DEADLINE_GRACE_MINUTES = env_int("MONITORING_DEADLINE_GRACE_MINUTES", 10, minimum=0)
 MONITORING_LIVE_CACHE_SECONDS = env_int("MONITORING_LIVE_CACHE_SECONDS", 5)
 # /metrics answers only with "Authorization: Bearer <token>" or from an allowed address. Loopback
 # only on the embedded default: behind a proxy on the same host every request comes from loopback.

@@ -43,6 +43,10 @@ class Execution(models.Model):
         default=0, help_text="Attempt of the pending workflow task: above 1, workflow tasks keep failing."
     )
     described_at = models.DateTimeField(null=True, blank=True)
+    # What the last describe found the run waiting on, for the stuck and pending pages: pending
+    # children, and for an idle or failing run its unfired timers, its workflow task's last failure
+    # and the signals and updates its type declares (visibility._read_waiting); {} until described.
+    waiting = models.JSONField(default=dict, blank=True)
     # Closed runs only, read from their histories a few per refresh: per activity type, how many
     # activity executions needed how many attempts ({"charge": {"1": 4, "3": 1}}); null until read.
     activity_attempts = models.JSONField(null=True, blank=True)

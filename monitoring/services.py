@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -12,7 +13,7 @@ from typing import Any, TypeVar, cast
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Count, F, Q, Window
+from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.urls import reverse
 from django.utils import timezone
@@ -21,6 +22,7 @@ from django.utils.dateparse import parse_datetime
 from approvals.models import ApprovalTask, TaskAssignment
 from monitoring import visibility
 from monitoring.models import ActionLog, Execution, WindowHealth
+from monitoring.workflows import SNAPSHOT_WORKFLOW
 from workflows import client as temporal
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,30 @@ WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta
 
 
 ATTEMPTS_WINDOW = timedelta(days=7)
+
+# Tollgate's own workflows (the snapshot's schedule starts one every 30 s): hidden from the explorer,
+# the overview and the trends unless asked for, so the operator sees their own workflows.
+SYSTEM_TYPES = (SNAPSHOT_WORKFLOW,)
+SYSTEM_ID_PREFIX = "tollgate-"
+SYSTEM_FILTER = f'WorkflowType != "{SNAPSHOT_WORKFLOW}" AND WorkflowId NOT STARTS_WITH "{SYSTEM_ID_PREFIX}"'
+
+
+def without_system(query: str) -> str:
+    """The visibility query with Tollgate's own workflows left out, unless it names them itself (a
+    search for ``MonitoringSnapshotWorkflow`` or a ``tollgate-`` id means the operator wants them)."""
+    if SNAPSHOT_WORKFLOW in query or SYSTEM_ID_PREFIX in query:
+        return query
+    if not query:
+        return SYSTEM_FILTER
+    where, order = query, ""
+    if match := re.search(r"\s+ORDER\s+BY\s", query, re.IGNORECASE):
+        where, order = query[: match.start()], query[match.start() :]
+    return f"({where}) AND {SYSTEM_FILTER}{order}"
+
+
+def user_executions() -> QuerySet[Execution]:
+    """The snapshot's rows without Tollgate's own workflows."""
+    return Execution.objects.exclude(workflow_type__in=SYSTEM_TYPES).exclude(workflow_id__startswith=SYSTEM_ID_PREFIX)
 
 
 def closed_attempts(*, now: datetime | None = None, runs: int = 2000) -> dict[str, Any]:
@@ -246,9 +272,10 @@ def _window(start: datetime, end: datetime) -> dict[str, TypeHealth]:
     return rows
 
 
-def snapshot_status_counts() -> dict[str, int]:
+def snapshot_status_counts(*, show_system: bool = True) -> dict[str, int]:
     """Status counts from the snapshot: closed ones within the backfill horizon, running now."""
-    return dict(Execution.objects.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    rows = Execution.objects.all() if show_system else user_executions()
+    return dict(rows.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
 
 
 @dataclass(frozen=True)
@@ -258,21 +285,24 @@ class Live:
     error: str = ""
 
 
-def live_counts_key() -> str:
-    """Where the namespace's live status counts are cached (the monitoring bench empties it)."""
-    return f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}"
+def live_counts_key(*, show_system: bool = False) -> str:
+    """Where the namespace's live status counts are cached (the monitoring bench empties it); by
+    default the overview's own, without Tollgate's workflows."""
+    suffix = "" if show_system else ":user"
+    return f"monitoring:counts:{settings.TEMPORAL_ADDRESS}:{settings.TEMPORAL_NAMESPACE}{suffix}"
 
 
-def live_status_counts() -> Live:
-    """Exact namespace counts from visibility (one call, cached a few seconds); the snapshot's when down."""
-    key = live_counts_key()
+def live_status_counts(*, show_system: bool = False) -> Live:
+    """Exact namespace counts from visibility (one call, cached a few seconds); the snapshot's when down.
+    Without ``show_system``, Tollgate's own workflows are left out of both."""
+    key = live_counts_key(show_system=show_system)
     counts = cache.get(key)
     if counts is not None:
         return Live(counts, "temporal")
     try:
-        counts = temporal.run(visibility.count_by_status)
+        counts = temporal.run(visibility.count_by_status, where="" if show_system else SYSTEM_FILTER)
     except temporal.TemporalError as exc:
-        return Live(snapshot_status_counts(), "snapshot", str(exc))
+        return Live(snapshot_status_counts(show_system=show_system), "snapshot", str(exc))
     cache.set(key, counts, settings.MONITORING_LIVE_CACHE_SECONDS)
     return Live(counts, "temporal")
 
@@ -324,35 +354,157 @@ def retrying_activities() -> list[dict[str, Any]]:
     return sorted(groups.values(), key=lambda g: (-g["count"], g["activity_type"]))
 
 
-def stuck_executions(*, threshold: timedelta, now: datetime | None = None) -> list[Execution]:
-    """Running runs whose history has not grown for longer than ``threshold`` (as of their last describe)."""
-    cutoff = (now or timezone.now()) - threshold
-    return list(
-        Execution.objects.filter(status="running")
-        .filter(Q(progress_at__lt=cutoff) | Q(progress_at__isnull=True, start_time__lt=cutoff))
-        .order_by("progress_at")[:200]
-    )
+# The handlers of Tollgate's own types, for when their metadata query cannot be asked (no worker).
+KNOWN_HANDLERS: dict[str, dict[str, list[str]]] = {
+    "ApprovalWorkflow": {
+        "queries": ["status"],
+        "signals": ["cancel", "decide", "update_policy"],
+        "updates": ["decide"],
+    },
+    "DeploymentPipelineWorkflow": {"queries": ["progress"], "signals": [], "updates": []},
+    "ApprovalCampaignWorkflow": {"queries": ["progress"], "signals": [], "updates": []},
+    "TeamBudgetWorkflow": {"queries": ["balance"], "signals": ["spend"], "updates": []},
+}
 
 
-def failing_workflow_tasks() -> tuple[list[dict[str, Any]], str]:
-    """Runs whose workflow tasks keep failing: the snapshot's describes (attempt above 1) merged with
-    the server's ``TemporalReportedProblems`` flag (one live call; servers without it just add nothing)."""
-    rows = {
-        (e.workflow_id, e.run_id): {"workflow_id": e.workflow_id, "run_id": e.run_id, "workflow_type": e.workflow_type,
-                                    "attempt": e.workflow_task_attempt, "source": "snapshot"}
-        for e in Execution.objects.filter(status="running", workflow_task_attempt__gt=1)[:200]
+def handlers_of(workflow_type: str, declared: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+    """What a type declares: from its metadata query when it answered, else Tollgate's own list."""
+    return declared if declared is not None else KNOWN_HANDLERS.get(workflow_type)
+
+
+def _since(moment: datetime, now: datetime) -> str:
+    seconds = max((now - moment).total_seconds(), 0)
+    return f"{int(seconds // 3600)} h" if seconds >= 7200 else f"{int(seconds // 60)} min"
+
+
+def _clock(moment: datetime, now: datetime) -> str:
+    local, today = timezone.localtime(moment), timezone.localtime(now)
+    return f"{local:%H:%M}" if local.date() == today.date() else f"{local:%Y-%m-%d %H:%M}"
+
+
+def _stuck_row(execution: Execution, kind: str, reason: str) -> dict[str, Any]:
+    return {
+        "workflow_id": execution.workflow_id, "run_id": execution.run_id, "workflow_type": execution.workflow_type,
+        "kind": kind, "reason": reason, "started_at": execution.start_time, "progress_at": execution.progress_at,
     }  # fmt: skip
-    error = ""
+
+
+def stuck_report(*, threshold: timedelta, now: datetime | None = None) -> dict[str, Any]:
+    """Running runs that are stuck, each with the reason in words, from the snapshot (and one live
+    visibility call for the server's ``TemporalReportedProblems`` flag). Waiting is not stuck:
+
+    - ``failing``: the workflow task keeps failing or timing out (attempt above 1);
+    - ``stuck``: an activity at attempt ``MONITORING_STUCK_ATTEMPTS`` or later; an approval open
+      ``MONITORING_DEADLINE_GRACE_MINUTES`` past its final deadline; a run with no activity, child
+      or timer pending, whose type declares no signal or update that could wake it, and whose
+      history has not grown for ``threshold``. A run asleep on a timer (an approval before its
+      deadline) or idle with signals to wait for is waiting, and the pending page counts it;
+    - ``unchecked``: running for longer than ``threshold`` and never described yet (describes are
+      bounded per refresh), so what it waits on is not known.
+    """
+    now = now or timezone.now()
+    cutoff = now - threshold
+    attempts = settings.MONITORING_STUCK_ATTEMPTS
+    running = Execution.objects.filter(status="running")
+    failing: dict[tuple[str, str], dict[str, Any]] = {}
+    for e in running.filter(workflow_task_attempt__gt=1).order_by("start_time")[:200]:
+        waiting = e.waiting if isinstance(e.waiting, dict) else {}
+        verb = "timing out" if waiting.get("workflow_task_timed_out") else "failing"
+        last = waiting.get("workflow_task_failure") or "not read yet"
+        row = _stuck_row(e, "workflow_task", f"workflow task {verb}: {e.workflow_task_attempt} attempts, last: {last}")
+        failing[(e.workflow_id, e.run_id)] = {**row, "attempt": e.workflow_task_attempt, "source": "snapshot"}
+    down = ""
     try:
         for info in temporal.run(visibility.reported_problems, limit=100):
-            rows.setdefault(
+            failing.setdefault(
                 (info.workflow_id, info.run_id),
                 {"workflow_id": info.workflow_id, "run_id": info.run_id, "workflow_type": info.workflow_type,
-                 "attempt": None, "source": "TemporalReportedProblems"},
+                 "kind": "workflow_task", "attempt": None, "source": "TemporalReportedProblems",
+                 "reason": "workflow task failing: reported by the server (TemporalReportedProblems)",
+                 "started_at": info.start_time, "progress_at": None},
             )  # fmt: skip
     except temporal.TemporalError as exc:
-        error = str(exc)
-    return list(rows.values()), error
+        down = str(exc)
+
+    stuck: dict[tuple[str, str], dict[str, Any]] = {}
+    described = running.filter(described_at__isnull=False, workflow_task_attempt__lte=1)
+    for e in described.exclude(pending_activities=[]).order_by("start_time")[:2000]:
+        for activity in e.pending_activities:
+            if activity.get("attempt", 1) < attempts:
+                continue
+            of = f" of {activity['maximum_attempts']}" if activity.get("maximum_attempts") else ""
+            last = activity.get("last_failure") or "none recorded"
+            next_at = parse_datetime(activity.get("next_attempt_at") or "")
+            retry = f", next retry at {_clock(next_at, now)}" if next_at else ""
+            name, attempt = activity["activity_type"], activity["attempt"]
+            reason = f"activity {name} retrying: attempt {attempt}{of}, last failure: {last}{retry}"
+            stuck.setdefault((e.workflow_id, e.run_id), _stuck_row(e, "activity", reason))
+    grace = timedelta(minutes=settings.MONITORING_DEADLINE_GRACE_MINUTES)
+    approvals = {e.workflow_id: e for e in running.filter(workflow_type=APPROVAL_TYPE).only(
+        "workflow_id", "run_id", "workflow_type", "start_time", "progress_at")}  # fmt: skip
+    late = ApprovalTask.objects.filter(
+        workflow_id__in=list(approvals), status__in=[ApprovalTask.Status.PENDING, ApprovalTask.Status.STARTING],
+        due_at__lt=now - grace,
+    ).only("workflow_id", "level", "due_at", "policy_snapshot").order_by("due_at")[:200]  # fmt: skip
+    for task in late:
+        levels = len((task.policy_snapshot or {}).get("levels") or [])
+        if task.due_at is None or task.level < levels:
+            continue  # an earlier level's deadline: the workflow escalates, it is not the final one
+        e = approvals[task.workflow_id]
+        reason = f"past its final deadline (due {_clock(task.due_at, now)}) and still open"
+        stuck.setdefault((e.workflow_id, e.run_id), _stuck_row(e, "deadline", reason))
+    idle = described.filter(pending_activities=[]).filter(Q(progress_at__lt=cutoff) | Q(progress_at__isnull=True))
+    for e in idle.order_by("progress_at")[:500]:
+        waiting = e.waiting if isinstance(e.waiting, dict) else {}
+        if "at_length" not in waiting or waiting.get("children") or waiting.get("timers"):
+            continue  # not read idle yet, a child or a timer pending: waiting
+        if not waiting.get("complete"):
+            continue  # no timer in its last events, but one may have started before them
+        declared = handlers_of(e.workflow_type, waiting.get("handlers"))
+        if declared and (declared.get("signals") or declared.get("updates")):
+            continue  # nothing pending but a signal or an update can wake it: waiting for one
+        caveat = "" if declared is not None else " (its type did not say whether a signal could wake it)"
+        since = _since(e.progress_at or e.start_time, now)
+        reason = f"no timer, activity or child pending and no progress for {since}{caveat}"
+        stuck.setdefault((e.workflow_id, e.run_id), _stuck_row(e, "idle", reason))
+    unchecked = [
+        _stuck_row(e, "unchecked", f"not described by the snapshot yet; running for {_since(e.start_time, now)}")
+        for e in running.filter(described_at__isnull=True, start_time__lt=cutoff).order_by("start_time")[:200]
+    ]
+    for key in failing:
+        stuck.pop(key, None)
+    return {"failing": list(failing.values()), "stuck": list(stuck.values()), "unchecked": unchecked, "down": down}
+
+
+def waiting_summary() -> list[dict[str, Any]]:
+    """Running runs per type by what they wait on, as their last describe found (for the pending page):
+    a timer (the earliest one), an activity, a child, a signal or update, or not known yet."""
+    rows: dict[str, dict[str, Any]] = {}
+    running = Execution.objects.filter(status="running").values_list(
+        "workflow_type", "described_at", "pending_activities", "waiting"
+    )
+    for name, described_at, activities, waiting in running:
+        row = rows.setdefault(name, {"workflow_type": name, "timer": 0, "activity": 0, "child": 0, "signal": 0,
+                                     "other": 0, "next_timer_at": None})  # fmt: skip
+        waiting = waiting if isinstance(waiting, dict) else {}
+        if described_at is None:
+            row["other"] += 1
+        elif activities:
+            row["activity"] += 1
+        elif waiting.get("children"):
+            row["child"] += 1
+        elif waiting.get("timers"):
+            row["timer"] += 1
+            fires = parse_datetime(waiting["timers"][0]["fires_at"])
+            if fires and (row["next_timer_at"] is None or fires < row["next_timer_at"]):
+                row["next_timer_at"] = fires
+        elif (declared := handlers_of(name, waiting.get("handlers"))) and (
+            declared.get("signals") or declared.get("updates")
+        ):
+            row["signal"] += 1
+        else:
+            row["other"] += 1
+    return sorted(rows.values(), key=lambda r: r["workflow_type"])
 
 
 # ---- actions ---------------------------------------------------------------------------
@@ -551,19 +703,22 @@ def live_task_queues(*, limit: int = 10) -> tuple[list[dict[str, Any]], str]:
 DURATION_BUCKETS = [("< 1s", 1), ("1-10s", 10), ("10s-1m", 60), ("1-10m", 600), ("10m-1h", 3600), ("> 1h", None)]
 
 
-def trends(*, start: datetime, end: datetime, buckets: int = 24, snapshot_at: datetime | None = None) -> dict[str, Any]:
+def trends(
+    *, start: datetime, end: datetime, buckets: int = 24, snapshot_at: datetime | None = None, show_system: bool = True
+) -> dict[str, Any]:
     """Throughput and failure rate per time bucket (by close time), and duration histograms per type.
 
     Two aggregate queries (conditional counts per bucket, then per type and duration bucket): the rows
     stay in the database however many runs the window holds. The figures only change with the
     snapshot, so they are computed once per snapshot and window (``snapshot_at``)."""
     moments = [m.timestamp() for m in (snapshot_at, start, end) if m is not None]
-    key = f"monitoring:trends:{buckets}:" + ":".join(map(str, moments))
+    key = f"monitoring:trends:{buckets}:{show_system}:" + ":".join(map(str, moments))
     if snapshot_at is not None and (cached := cache.get(key)) is not None:
         return cast(dict[str, Any], cached)
     step = (end - start) / buckets
     edges = [start + step * i for i in range(buckets)] + [end]
-    closed = Execution.objects.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
+    rows = Execution.objects.all() if show_system else user_executions()
+    closed = rows.filter(status__in=CLOSED, close_time__gte=start, close_time__lt=end)
     counts: dict[str, Any] = {}
     for i in range(buckets):
         within = Q(close_time__gte=edges[i], close_time__lt=edges[i + 1])

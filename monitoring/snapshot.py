@@ -58,12 +58,13 @@ def refresh_snapshot() -> RefreshResult:
     now = timezone.now()
     since = state.close_watermark or now - timedelta(days=settings.MONITORING_BACKFILL_DAYS)
     since -= timedelta(seconds=settings.MONITORING_VISIBILITY_LAG_SECONDS)
-    described_at = {
-        (wid, rid): at
-        for wid, rid, at in Execution.objects.filter(status="running", described_at__isnull=False).values_list(
-            "workflow_id", "run_id", "described_at"
-        )
-    }
+    described_at, waiting_read_at = {}, {}
+    for wid, rid, at, waiting in Execution.objects.filter(status="running", described_at__isnull=False).values_list(
+        "workflow_id", "run_id", "described_at", "waiting"
+    ):
+        described_at[(wid, rid)] = at
+        if isinstance(waiting, dict) and "at_length" in waiting:
+            waiting_read_at[(wid, rid)] = waiting["at_length"]
     try:
         changes = temporal.run(
             visibility.read_changes,
@@ -72,6 +73,7 @@ def refresh_snapshot() -> RefreshResult:
             running_limit=settings.MONITORING_RUNNING_LIMIT,
             describe_limit=settings.MONITORING_DESCRIBE_LIMIT,
             described_at=described_at,
+            waiting_read_at=waiting_read_at,
         )
     except temporal.TemporalError as exc:
         SnapshotState.objects.filter(pk=state.pk).update(last_error=str(exc)[:2000])
@@ -196,7 +198,7 @@ def _upsert(infos: list[visibility.ExecutionInfo], *, now: datetime, closed: boo
             start_time=i.start_time,
             close_time=i.close_time,
             duration=i.duration,
-            history_length=i.history_length,
+            history_length=i.history_length or 0,
             pending_activities=[],
             progress_at=i.close_time or i.start_time,
             seen_at=now,
@@ -217,15 +219,24 @@ def _apply_describe(described: visibility.Described, *, now: datetime) -> None:
     row = Execution.objects.filter(workflow_id=info.workflow_id, run_id=info.run_id).first()
     if row is None:
         return
-    if row.history_length != info.history_length or row.progress_at is None:
+    length = info.history_length or 0
+    if row.history_length != length or row.progress_at is None:
         row.progress_at = now
-    row.history_length = info.history_length
+    row.history_length = length
     row.pending_activities = _without_nul(described.pending_activities)
     row.described_at = now
     row.workflow_task_attempt = described.workflow_task_attempt
+    children = len(described.pending_children)
+    if described.waiting is not None:
+        row.waiting = _without_nul({**described.waiting, "children": children})
+    elif described.pending_activities or children:
+        # Busy: what an earlier idle read found no longer applies (and is read again once idle).
+        row.waiting = {"children": children}
+    # else: idle or failing at the length already read: the stored reading still holds.
     row.save(
-        update_fields=["history_length", "pending_activities", "progress_at", "described_at", "workflow_task_attempt"]
-    )
+        update_fields=["history_length", "pending_activities", "progress_at", "described_at", "workflow_task_attempt",
+                       "waiting"]
+    )  # fmt: skip
 
 
 # ---- the worker's side: the activity and its schedule ------------------------------------

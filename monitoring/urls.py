@@ -12,5 +12,7 @@ urlpatterns = [
     path("pending/", views.pending, name="pending"),
     path("trends/", views.trends, name="trends"),
     re_path(rf"^{RUN}/act/$", views.act, name="act"),
+    re_path(rf"^{RUN}/queries/$", views.execution_queries, name="queries"),
+    re_path(rf"^{RUN}/query/$", views.run_query, name="query"),
     re_path(rf"^{RUN}/$", views.execution_detail, name="execution"),
 ]

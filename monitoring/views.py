@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import hmac
 import json
@@ -104,11 +105,14 @@ def _moment(text: str) -> datetime | None:
 def overview(request: AuthenticatedRequest) -> HttpResponse:
     state = SnapshotState.current()
     window, start, end = _window(request, state)
-    live = services.live_status_counts()
+    show_system = _show_system(request)
+    live = services.live_status_counts(show_system=show_system)
     rows = services.window_health(window=window, start=start, end=end, snapshot_at=state.refreshed_at)
+    if not show_system:
+        rows = [row for row in rows if row.workflow_type not in services.SYSTEM_TYPES]
     context = {
         "window": window, "start": start, "end": end, "live": live, "rows": rows,
-        "windows": list(services.WINDOWS), **_snapshot_context(state),
+        "windows": list(services.WINDOWS), "show_system": show_system, **_snapshot_context(state),
     }  # fmt: skip
     data = {
         "window": {"name": window, "start": start, "end": end},
@@ -116,10 +120,16 @@ def overview(request: AuthenticatedRequest) -> HttpResponse:
         "status_counts_source": live.source,
         "temporal_error": live.error,
         "types": [row.as_json() for row in rows],
+        "show_system": show_system,
         "snapshot": _snapshot_json(context),
     }
     template = "monitoring/overview.html#health" if getattr(request, "htmx", False) else "monitoring/overview.html"
     return _respond(request, template, context, data)
+
+
+def _show_system(request: HttpRequest) -> bool:
+    """The "show Tollgate's own workflows" toggle; off unless ticked."""
+    return request.GET.get("system") == "1"
 
 
 def _build_query(request: HttpRequest) -> str:
@@ -189,24 +199,28 @@ def _column_headers(params: QueryDict, sort: str) -> list[dict[str, str]]:
 @operators_only
 @require_GET
 def executions(request: AuthenticatedRequest) -> HttpResponse:
-    query = _build_query(request)
+    show_system = _show_system(request)
+    asked = _build_query(request)
+    query = asked if show_system else services.without_system(asked)
     sort = request.GET.get("sort", "")
     sort = sort if sort.removeprefix("-") in SORT_KEYS else ""
     context: dict[str, Any] = {
-        "query": query, "raw": request.GET.get("q", ""), "statuses": STATUSES, "params": request.GET,
+        "query": asked, "visibility_query": query, "raw": request.GET.get("q", ""), "statuses": STATUSES,
+        "params": request.GET, "show_system": show_system,
         "rows": [], "next_token": "", "error": "", "down": "", "total": None, "sort": sort,
         "columns": _column_headers(request.GET, sort), **_snapshot_context(),
     }  # fmt: skip
     status, sent = 200, _token(request.GET.get("page", ""))
     try:
         rows, token, total = services.list_executions(query=query, page_size=PAGE_SIZE, token=sent)
-        context["rows"], context["total"] = _sort_rows(rows, sort), total
+        context["rows"], context["total"] = _sort_rows(_with_known_lengths(rows), sort), total
         context["next_token"] = base64.urlsafe_b64encode(token).decode() if token else ""
     except visibility.BadQuery as exc:
         context["error"], status = str(exc), 400
     except temporal.TemporalUnavailable as exc:
         context["down"] = str(exc)
-        context["snapshot_rows"] = Execution.objects.order_by("-start_time")[:PAGE_SIZE]
+        snapshot_rows = Execution.objects.all() if show_system else services.user_executions()
+        context["snapshot_rows"] = snapshot_rows.order_by("-start_time")[:PAGE_SIZE]
     except temporal.TemporalError as exc:
         # A page token the server cannot read (altered, or from another server) fails as UNKNOWN,
         # "please retry", which no retry fixes.
@@ -216,7 +230,9 @@ def executions(request: AuthenticatedRequest) -> HttpResponse:
         context["rows_html"] = _rows_html(context["rows"])
         return render(request, "monitoring/executions.html", context, status=status)
     data = {
-        "query": query,
+        "query": asked,
+        "visibility_query": query,
+        "show_system": show_system,
         "sort": sort,
         "total": context["total"],
         "executions": [_execution_json(r) for r in context["rows"]],
@@ -228,6 +244,26 @@ def executions(request: AuthenticatedRequest) -> HttpResponse:
     if context["down"]:
         data["snapshot_executions"] = [_row_json(r) for r in context["snapshot_rows"]]
     return _respond(request, "monitoring/executions.html", context, data, status=status)
+
+
+def _with_known_lengths(rows: list[visibility.ExecutionInfo]) -> list[visibility.ExecutionInfo]:
+    """Running rows with the history length the snapshot's last describe saw (visibility has none
+    for them until they close); the ones never described keep None and show "—", never a false 0.
+    One query for the page's running rows."""
+    running = [r for r in rows if r.history_length is None]
+    if not running:
+        return rows
+    known = {
+        (wid, rid): n
+        for wid, rid, n in Execution.objects.filter(
+            workflow_id__in=[r.workflow_id for r in running if services.storable(r.workflow_id)],
+            described_at__isnull=False,
+        ).values_list("workflow_id", "run_id", "history_length")
+    }
+    return [
+        dataclasses.replace(r, history_length=known.get((r.workflow_id, r.run_id))) if r.history_length is None else r
+        for r in rows
+    ]
 
 
 def _rows_html(rows: list[visibility.ExecutionInfo]) -> SafeString:
@@ -259,7 +295,7 @@ def _rows_html(rows: list[visibility.ExecutionInfo]) -> SafeString:
             f'<td data-label="Status"><span class="status status-{status}">{label}</span></td>'
             f'<td data-label="Started">{when(e.start_time)}</td><td data-label="Closed">{when(e.close_time)}</td>'
             f'<td data-label="Duration">{tags.duration(e.duration)}</td>'
-            f'<td data-label="History">{int(e.history_length)}</td>'
+            f'<td data-label="History">{"—" if e.history_length is None else int(e.history_length)}</td>'
             f'<td data-label="Task queue">{esc(e.task_queue)}</td></tr>'
         )
     return mark_safe("\n".join(out))  # noqa: S308  # every value above is escaped or made of digits
@@ -293,8 +329,13 @@ def execution_detail(request: AuthenticatedRequest, workflow_id: str, run_id: st
         "run_id": run_id,
         "execution": _execution_json(detail["info"]) if detail else None,
         "pending_activities": detail["pending_activities"] if detail else [],
+        "pending_children": detail["pending_children"] if detail else [],
+        "workflow_task": detail["workflow_task"] if detail else None,
         "children": detail["children"] if detail else [],
+        "outcome": detail["outcome"] if detail else "",
+        "groups": detail["groups"] if detail else [],
         "events": detail["events"] if detail else [],
+        "events_truncated": detail["events_truncated"] if detail else False,
         "input": detail["input"] if detail else None,
         "result": detail["result"] if detail else None,
         "failure": detail["failure"] if detail else "",
@@ -317,12 +358,79 @@ def _detail_context(request: HttpRequest, workflow_id: str, run_id: str) -> dict
         **_snapshot_context(),
     }  # fmt: skip
     try:
-        context["detail"] = temporal.run(visibility.describe_execution, workflow_id=workflow_id, run_id=run_id)
+        context["detail"] = detail = temporal.run(visibility.describe_execution, workflow_id=workflow_id, run_id=run_id)
     except (visibility.NotFound, visibility.BadQuery):  # BadQuery: a run id that is no run id ("Invalid RunId.")
         context["missing"] = True
     except temporal.TemporalError as exc:
         context["down"] = str(exc)
+    else:
+        info = detail["info"]
+        context["timeline"] = charts.execution_timeline(
+            detail["groups"], start=info.start_time, end=info.close_time or timezone.now()
+        )
+        context["queries"] = _query_names(info.workflow_type, None)
     return context
+
+
+BUILT_IN_QUERIES = ["__stack_trace"]  # every SDK answers it: where the workflow's code is waiting
+
+
+def _query_names(workflow_type: str, declared: dict[str, list[str]] | None) -> list[str]:
+    """The queries to offer: the type's declared ones (its metadata query), else Tollgate's list for
+    its own types; then the SDK's stack trace."""
+    handlers = services.handlers_of(workflow_type, declared)
+    return [*(handlers or {}).get("queries", []), *BUILT_IN_QUERIES]
+
+
+QUERY_WAIT = timedelta(seconds=5)
+
+
+@operators_only
+@require_GET
+def execution_queries(request: AuthenticatedRequest, workflow_id: str, run_id: str) -> HttpResponse:
+    """The query form with the queries the run's type declares, asked of the workflow itself through
+    the SDK's ``__temporal_workflow_metadata`` query (loaded by htmx after the page, so a run without
+    a worker never slows the page down); Tollgate's known list when it cannot answer."""
+    workflow_type = request.GET.get("type", "")[:1000]
+    try:
+        declared = temporal.run(
+            visibility.declared_handlers, workflow_id=workflow_id, run_id=run_id, workflow_type=workflow_type
+        )
+    except temporal.TemporalError:
+        declared = None
+    context = {
+        "workflow_id": workflow_id, "run_id": run_id, "queries": _query_names(workflow_type, declared),
+        "declared": declared is not None,
+    }  # fmt: skip
+    return render(request, "monitoring/execution.html#query-form", context)
+
+
+@operators_only
+@require_POST
+def run_query(request: AuthenticatedRequest, workflow_id: str, run_id: str) -> HttpResponse:
+    """Run one query and show its answer as escaped, indented JSON; a refusal or a timeout is said in
+    words. Read-only, but an operator's: it makes the workflow's worker run code."""
+    name = request.POST.get("query", "").strip()
+    context: dict[str, Any] = {"workflow_id": workflow_id, "run_id": run_id, "query": name, "answer": None,
+                               "problem": ""}  # fmt: skip
+    status = 200
+    if not name or len(name) > 200 or not services.storable(name):
+        context["problem"], status = "Name the query to run (up to 200 characters).", 400
+    else:
+        try:
+            value = temporal.run(
+                visibility.run_query, workflow_id=workflow_id, run_id=run_id, name=name, wait=QUERY_WAIT
+            )
+            context["answer"] = json.dumps(value, indent=2, default=str, ensure_ascii=False)
+        except visibility.NotFound:
+            context["problem"] = "Temporal has no such run (it may be past its retention period)."
+        except temporal.TemporalUnavailable as exc:
+            context["problem"] = f"No answer: {exc}"
+        except temporal.TemporalError as exc:
+            context["problem"] = f"The query {name!r} did not answer: {exc}"
+    if getattr(request, "htmx", False):
+        return render(request, "monitoring/execution.html#query-answer", context, status=status)
+    return render(request, "monitoring/query.html", {**context, **_snapshot_context()}, status=status)
 
 
 @operators_only
@@ -400,12 +508,15 @@ def stuck(request: AuthenticatedRequest) -> HttpResponse:
         minutes = min(max(int(request.GET.get("minutes", minutes)), 1), STUCK_MAX_MINUTES)
     except ValueError:
         pass
-    rows = services.stuck_executions(threshold=timedelta(minutes=minutes))
-    failing, down = services.failing_workflow_tasks()
-    context = {"rows": rows, "minutes": minutes, "failing": failing, "down": down, **_snapshot_context()}
+    report = services.stuck_report(threshold=timedelta(minutes=minutes))
+    context = {
+        "rows": report["stuck"], "minutes": minutes, "failing": report["failing"], "unchecked": report["unchecked"],
+        "down": report["down"], "attempts": settings.MONITORING_STUCK_ATTEMPTS,
+        "grace": settings.MONITORING_DEADLINE_GRACE_MINUTES, **_snapshot_context(),
+    }  # fmt: skip
     data = {
-        "threshold_minutes": minutes, "executions": [_row_json(r) for r in rows], "failing_workflow_tasks": failing,
-        "temporal_error": down, "snapshot": _snapshot_json(context),
+        "threshold_minutes": minutes, "executions": report["stuck"], "failing_workflow_tasks": report["failing"],
+        "not_described_yet": report["unchecked"], "temporal_error": report["down"], "snapshot": _snapshot_json(context),
     }  # fmt: skip
     return _respond(request, "monitoring/stuck.html", context, data)
 
@@ -455,10 +566,11 @@ def pending(request: AuthenticatedRequest) -> HttpResponse:
     queues, queue_error = services.live_task_queues()
     context = {
         "running": services.running_by_age(now=now), "age_buckets": [name for name, _ in services.AGE_BUCKETS],
+        "waiting": services.waiting_summary(),
         "approvals": services.approval_figures(start=now - timedelta(days=7), now=now), "queues": queues,
         "down": queue_error, **_snapshot_context(),
     }  # fmt: skip
-    data = {key: context[key] for key in ("running", "age_buckets", "approvals", "queues")}
+    data = {key: context[key] for key in ("running", "age_buckets", "waiting", "approvals", "queues")}
     data.update({"temporal_error": queue_error, "snapshot": _snapshot_json(context)})
     return _respond(request, "monitoring/pending.html", context, data)
 
@@ -468,12 +580,16 @@ def pending(request: AuthenticatedRequest) -> HttpResponse:
 def trends(request: AuthenticatedRequest) -> HttpResponse:
     state = SnapshotState.current()
     window, start, end = _window(request, state)
-    figures = services.trends(start=start, end=end, snapshot_at=state.refreshed_at)
+    show_system = _show_system(request)
+    figures = services.trends(start=start, end=end, snapshot_at=state.refreshed_at, show_system=show_system)
     context = {
-        "window": window, "windows": list(services.WINDOWS), "start": start, "end": end,
+        "window": window, "windows": list(services.WINDOWS), "start": start, "end": end, "show_system": show_system,
         "chart": charts.throughput_chart(figures["series"]),
         "histograms": {name: charts.histogram(counts) for name, counts in figures["durations"].items()},
         **_snapshot_context(state),
     }  # fmt: skip
-    data = {"window": {"name": window, "start": start, "end": end}, **figures, "snapshot": _snapshot_json(context)}
+    data = {
+        "window": {"name": window, "start": start, "end": end}, **figures, "show_system": show_system,
+        "snapshot": _snapshot_json(context),
+    }  # fmt: skip
     return _respond(request, "monitoring/trends.html", context, data)

@@ -35,7 +35,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.client import RPC_TIMEOUT, TemporalError, call
 
-HISTORY_LIMIT = 250
+HISTORY_PAGE = 1000
+HISTORY_CAP = 3000  # events the execution page reads (3 pages at most); it says so when cut
+FOLD_VALUE_AT = 4000  # characters of one attribute value shown; the rest is cut, saying how much
 DESCRIBE_CONCURRENCY = 10
 
 
@@ -60,7 +62,9 @@ class ExecutionInfo:
     task_queue: str
     start_time: datetime
     close_time: datetime | None
-    history_length: int
+    # None when not known: visibility records a run's history length only when it closes, so a
+    # running run listed there says 0 (a describe gives the real length).
+    history_length: int | None
     parent_id: str = ""
 
     @property
@@ -76,6 +80,9 @@ class Described:
     pending_activities: list[dict[str, Any]]
     pending_children: list[dict[str, str]] = field(default_factory=list)
     workflow_task_attempt: int = 0
+    # What an idle or failing run waits on, read from the end of its history (``_read_waiting``);
+    # None when not read this refresh (its history has not grown since the last read).
+    waiting: dict[str, Any] | None = None
 
 
 @dataclass
@@ -113,7 +120,7 @@ def _info(listed: ListedExecution) -> ExecutionInfo:
         task_queue=listed.task_queue,
         start_time=listed.start_time,
         close_time=listed.close_time,
-        history_length=listed.history_length,
+        history_length=listed.history_length or (None if listed.status == WorkflowExecutionStatus.RUNNING else 0),
         parent_id=listed.parent_id or "",
     )
 
@@ -128,11 +135,11 @@ def _raise_for(exc: RPCError) -> None:
 # ---- the web's reads -------------------------------------------------------------------
 
 
-async def count_by_status() -> dict[str, int]:
-    """Exact counts per status for the namespace: one COUNT ... GROUP BY ExecutionStatus."""
+async def count_by_status(*, where: str = "") -> dict[str, int]:
+    """Exact counts per status for the namespace (or the runs ``where`` matches): one COUNT ... GROUP BY."""
 
     async def count(client: Client) -> dict[str, int]:
-        result = await client.count_workflows("GROUP BY ExecutionStatus", rpc_timeout=RPC_TIMEOUT)
+        result = await client.count_workflows(f"{where} GROUP BY ExecutionStatus".strip(), rpc_timeout=RPC_TIMEOUT)
         counts: dict[str, int] = {}
         for group in result.groups:
             name = str(group.group_values[0]) if group.group_values else "unknown"
@@ -190,7 +197,7 @@ def _raw_info(raw: WorkflowExecutionInfo) -> ExecutionInfo:
         task_queue=raw.task_queue,
         start_time=start or datetime.min.replace(tzinfo=UTC),
         close_time=_time(raw, "close_time"),
-        history_length=raw.history_length,
+        history_length=raw.history_length or (None if raw.status == WorkflowExecutionStatus.RUNNING.value else 0),
         parent_id=raw.parent_execution.workflow_id if raw.HasField("parent_execution") else "",
     )
 
@@ -204,38 +211,80 @@ async def list_page_and_count(
 
 
 async def describe_execution(*, workflow_id: str, run_id: str) -> dict[str, Any]:
-    """Describe plus the first page of history: status, input, result, failure, events, children."""
+    """Describe plus the history (pages of 1,000 events, up to ``HISTORY_CAP``): status, input, result
+    and its outcome in words, failure, events with their decoded attributes, activities, timers and
+    children grouped, pending activities and children, the workflow task's last failure."""
 
     async def describe(client: Client) -> dict[str, Any]:
         handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
         try:
             description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
-            history = await client.workflow_service.get_workflow_execution_history(
-                GetWorkflowExecutionHistoryRequest(
-                    namespace=client.namespace,
-                    execution=WorkflowExecution(workflow_id=workflow_id, run_id=description.run_id),
-                    maximum_page_size=HISTORY_LIMIT,
-                ),
-                timeout=RPC_TIMEOUT,
-            )
+            events: list[HistoryEvent] = []
+            token = b""
+            while True:
+                page = await client.workflow_service.get_workflow_execution_history(
+                    GetWorkflowExecutionHistoryRequest(
+                        namespace=client.namespace,
+                        execution=WorkflowExecution(workflow_id=workflow_id, run_id=description.run_id),
+                        maximum_page_size=HISTORY_PAGE,
+                        next_page_token=token,
+                    ),
+                    timeout=RPC_TIMEOUT,
+                )
+                events.extend(page.history.events)
+                token = page.next_page_token
+                if not token or len(events) >= HISTORY_CAP:
+                    break
         except RPCError as exc:
             _raise_for(exc)
             raise
         raw = description.raw_description
-        events = list(history.history.events)[:HISTORY_LIMIT]
+        truncated = bool(token) or len(events) > HISTORY_CAP
+        events = events[:HISTORY_CAP]
+        converter = client.data_converter.payload_converter
+        result_value = _decoded_value(converter, _result_payloads(events))
+        info = _info(description)
+        attempt = raw.pending_workflow_task.attempt if raw.HasField("pending_workflow_task") else 0
         return {
-            "info": _info(description),
+            "info": info,
             "pending_activities": [_pending_activity(p) for p in raw.pending_activities],
+            "pending_children": [_pending_child(c) for c in raw.pending_children],
+            "workflow_task": {"attempt": attempt, "failure": _last_task_failure(events) if attempt > 1 else ""},
             "children": _children(events, raw.pending_children),
-            "events": [_event(e) for e in events],
-            "events_truncated": bool(history.next_page_token),
+            "events": [_event(e, converter) for e in events],
+            "groups": event_groups(events),
+            "events_truncated": truncated,
             "input": await _decode(client, _input_payloads(events)),
             "result": await _decode(client, _result_payloads(events)),
-            "failure": _close_failure(events[-1]) if events else "",
+            "outcome": outcome_in_words(info.status, result_value),
+            "failure": _close_failure(events[-1]) if events and not truncated else "",
             "memo_fields": sorted(raw.workflow_execution_info.memo.fields.keys()),
         }
 
     return await call(describe)
+
+
+def outcome_in_words(status: str, result: Any) -> str:
+    """ "Completed: rejected" where the workflow returns its outcome (an ``outcome`` or ``status``
+    field, as ApprovalWorkflow and the reference workflows do), so the page says how it ended."""
+    if status != "completed" or not isinstance(result, dict):
+        return ""
+    for key in ("outcome", "status"):
+        value = result.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:100]
+    return ""
+
+
+def _last_task_failure(events: list[HistoryEvent]) -> str:
+    for event in reversed(events):
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            return ""
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            return _typed_failure_text(event.workflow_task_failed_event_attributes.failure)
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+            return "the workflow task timed out"
+    return ""
 
 
 async def reported_problems(*, limit: int) -> list[ExecutionInfo]:
@@ -362,14 +411,20 @@ async def read_changes(
     running_limit: int,
     describe_limit: int,
     described_at: dict[tuple[str, str], datetime],
+    waiting_read_at: dict[tuple[str, str], int] | None = None,
 ) -> Changes:
     """Everything one refresh needs, in a bounded number of RPCs.
 
     Closed runs since the watermark (all pages up to ``max_closed``), running
     runs (up to ``running_limit``), describes of the ``describe_limit`` running
     runs least recently described, and the close event of the newest failure
-    per workflow type in this batch.
+    per workflow type in this batch. A described run that is idle (nothing
+    pending) or whose workflow task keeps failing also gets one bounded read of
+    the end of its history (``_read_waiting``), unless its history has not grown
+    since the last such read (``waiting_read_at``: the length it was read at).
     """
+    read_at = waiting_read_at or {}
+    handlers: dict[str, dict[str, list[str]] | None] = {}
 
     async def read(client: Client) -> Changes:
         changes = Changes()
@@ -397,13 +452,21 @@ async def read_changes(
                     continue  # deleted by retention between list and describe
                 raise
             raw = description.raw_description
+            described_info = _info(description)
+            attempt = raw.pending_workflow_task.attempt if raw.HasField("pending_workflow_task") else 0
+            idle = not raw.pending_activities and not raw.pending_children
+            waiting = None
+            if (idle or attempt > 1) and read_at.get((info.workflow_id, info.run_id)) != (
+                described_info.history_length or 0
+            ):
+                waiting = await _read_waiting(client, described_info, idle=idle, handlers=handlers)
             changes.described.append(
                 Described(
-                    info=_info(description),
+                    info=described_info,
                     pending_activities=[_pending_activity(p) for p in raw.pending_activities],
-                    workflow_task_attempt=raw.pending_workflow_task.attempt
-                    if raw.HasField("pending_workflow_task")
-                    else 0,
+                    pending_children=[_pending_child(c) for c in raw.pending_children],
+                    workflow_task_attempt=attempt,
+                    waiting=waiting,
                 )
             )
         newest: dict[str, ExecutionInfo] = {}
@@ -471,6 +534,129 @@ async def read_activity_attempts(
     return await call(read)
 
 
+WAITING_EVENTS = 1000
+METADATA_QUERY = "__temporal_workflow_metadata"
+METADATA_TIMEOUT = timedelta(seconds=3)
+
+
+async def _read_waiting(
+    client: Client, info: ExecutionInfo, *, idle: bool, handlers: dict[str, dict[str, list[str]] | None]
+) -> dict[str, Any]:
+    """What an idle or failing run waits on, from the last ``WAITING_EVENTS`` events of its history.
+
+    DescribeWorkflowExecution lists pending activities, children and the pending workflow task, but
+    not timers: a run asleep on a timer (an approval waiting for its deadline) looks exactly like a
+    run that will never move again. So one reverse history read (one RPC) finds the timers started
+    and not yet fired or cancelled, with when they fire, and the newest workflow task failure or
+    timeout not followed by a completed workflow task (the server writes the first failure of a
+    series and keeps retrying without new events). ``complete`` says whether the read reached the
+    first event: when it did not and found no timer, "no timer" is not known. An idle run without a
+    timer can only be woken by a signal or an update: the signals and updates its type declares
+    come from the SDK's ``__temporal_workflow_metadata`` query, asked once per type per refresh.
+    """
+    try:
+        response = await client.workflow_service.get_workflow_execution_history_reverse(
+            GetWorkflowExecutionHistoryReverseRequest(
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=info.workflow_id, run_id=info.run_id),
+                maximum_page_size=WAITING_EVENTS,
+            ),
+            timeout=RPC_TIMEOUT,
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return {"at_length": info.history_length or 0, "timers": [], "complete": False}
+        raise
+    closed_timers: set[int] = set()
+    timers: list[dict[str, Any]] = []
+    task_failure, task_timed_out, completed_since = "", False, False
+    for event in response.history.events:  # newest first
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_TIMER_FIRED:
+            closed_timers.add(event.timer_fired_event_attributes.started_event_id)
+        elif kind == EventType.EVENT_TYPE_TIMER_CANCELED:
+            closed_timers.add(event.timer_canceled_event_attributes.started_event_id)
+        elif kind == EventType.EVENT_TYPE_TIMER_STARTED and event.event_id not in closed_timers:
+            attrs = event.timer_started_event_attributes
+            fires = event.event_time.ToDatetime(tzinfo=UTC) + attrs.start_to_fire_timeout.ToTimedelta()
+            timers.append({"timer_id": attrs.timer_id, "fires_at": fires.isoformat()})
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            completed_since = True
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED and not completed_since and not task_failure:
+            task_failure = _typed_failure_text(event.workflow_task_failed_event_attributes.failure)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT and not completed_since and not task_failure:
+            task_failure, task_timed_out = "the workflow task timed out", True
+    waiting: dict[str, Any] = {
+        "at_length": info.history_length or 0,
+        "timers": sorted(timers, key=lambda t: t["fires_at"]),
+        "complete": not response.next_page_token,
+        "workflow_task_failure": task_failure[:2000],
+        "workflow_task_timed_out": task_timed_out,
+    }
+    if idle and not timers:
+        if info.workflow_type not in handlers:
+            handlers[info.workflow_type] = await _declared_handlers(client, info)
+        waiting["handlers"] = handlers[info.workflow_type]
+    return waiting
+
+
+async def _declared_handlers(client: Client, info: ExecutionInfo) -> dict[str, list[str]] | None:
+    """The queries, signals and updates a run's type declares, from the SDK's metadata query
+    (Python, Go, Java and TypeScript SDKs of 2024 on answer it); None when it cannot be asked (no
+    worker polling, an older SDK), answered within a short timeout so a refresh never waits long."""
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
+    handle = client.get_workflow_handle(info.workflow_id, run_id=info.run_id)
+    try:
+        metadata = await handle.query(METADATA_QUERY, result_type=WorkflowMetadata, rpc_timeout=METADATA_TIMEOUT)
+    except Exception:  # any refusal, timeout or decoding problem: "unknown", never a failed refresh
+        return None
+    definition = metadata.definition
+
+    def names(definitions: Any) -> list[str]:
+        return sorted(d.name for d in definitions if d.name and not d.name.startswith("__"))
+
+    return {
+        "queries": names(definition.query_definitions),
+        "signals": names(definition.signal_definitions),
+        "updates": names(definition.update_definitions),
+    }
+
+
+async def declared_handlers(*, workflow_id: str, run_id: str, workflow_type: str) -> dict[str, list[str]] | None:
+    """``_declared_handlers`` for the execution page (one query, short timeout)."""
+
+    async def ask(client: Client) -> dict[str, list[str]] | None:
+        info = ExecutionInfo(workflow_id, run_id, workflow_type, "", "", datetime.min.replace(tzinfo=UTC), None, 0)
+        return await _declared_handlers(client, info)
+
+    return await call(ask)
+
+
+async def run_query(*, workflow_id: str, run_id: str, name: str, wait: timedelta) -> Any:
+    """Run one query (no argument) and return its decoded answer; Temporal's refusals and timeouts
+    come back as ``TemporalError`` with the server's or the workflow's words."""
+    from temporalio.client import WorkflowQueryFailedError, WorkflowQueryRejectedError
+
+    async def ask(client: Client) -> Any:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id or None)
+        try:
+            return await handle.query(name, rpc_timeout=wait)
+        except (WorkflowQueryFailedError, WorkflowQueryRejectedError) as exc:
+            raise TemporalError(f"the query failed: {exc}") from None
+        except RPCError as exc:
+            _raise_for(exc)
+            # The client's own deadline arrives as DEADLINE_EXCEEDED or CANCELLED, "Timeout expired".
+            timed_out = exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+            if timed_out or "timeout" in exc.message.lower():
+                raise TemporalError(
+                    f"no answer within {wait.total_seconds():g} s (is a worker polling its task queue?)"
+                ) from None
+            raise TemporalError(f"the query failed: {exc.message}") from None
+
+    return await call(ask)
+
+
 async def _last_event_failure(client: Client, info: ExecutionInfo) -> str:
     try:
         response = await client.workflow_service.get_workflow_execution_history_reverse(
@@ -530,6 +716,17 @@ def _failure_text(failure: Any) -> str:
     return ": ".join(p for p in parts if p)
 
 
+def _typed_failure_text(failure: Any) -> str:
+    """A failure as "RuntimeError: message", the way a traceback's last line reads."""
+    kind = failure.application_failure_info.type if failure.HasField("application_failure_info") else ""
+    text = _failure_text(failure)
+    return f"{kind}: {text}" if kind else text
+
+
+def _pending_child(child: Any) -> dict[str, str]:
+    return {"workflow_id": child.workflow_id, "run_id": child.run_id, "workflow_type": child.workflow_type_name}
+
+
 def _close_failure(event: HistoryEvent) -> str:
     if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
         return _failure_text(event.workflow_execution_failed_event_attributes.failure)
@@ -545,7 +742,7 @@ def event_label(event_type: int) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def _event(event: HistoryEvent) -> dict[str, Any]:
+def _event(event: HistoryEvent, converter: Any = None) -> dict[str, Any]:
     attributes_name = event.WhichOneof("attributes")
     attributes = getattr(event, attributes_name) if attributes_name else None
     detail = ""
@@ -561,12 +758,175 @@ def _event(event: HistoryEvent) -> dict[str, Any]:
             detail = _failure_text(attributes.failure)
         if attributes.DESCRIPTOR.fields_by_name.get("reason") and getattr(attributes, "reason", ""):
             detail = attributes.reason
+    plain = _plain(attributes, converter) if attributes is not None and converter is not None else {}
     return {
         "id": event.event_id,
         "time": event.event_time.ToDatetime(tzinfo=UTC),
         "type": event_label(event.event_type),
         "detail": detail,
+        "attributes": json.dumps(plain, indent=2, default=str, ensure_ascii=False) if plain else "",
     }
+
+
+# ---- an event's attributes as plain data, payloads decoded -----------------------------------------
+
+_PAYLOADS = "temporal.api.common.v1.Payloads"
+_PAYLOAD = "temporal.api.common.v1.Payload"
+
+
+def _plain(message: Message, converter: Any) -> dict[str, Any]:
+    """A protobuf message as JSON-ready data: payloads decoded by the client's payload converter (a
+    value it cannot decode says so), times in ISO 8601, durations in seconds, enums by name, bytes
+    by their size, and any text beyond ``FOLD_VALUE_AT`` characters cut with a note."""
+    return {fd.name: _plain_field(fd, value, converter) for fd, value in message.ListFields()}
+
+
+def _plain_field(fd: Any, value: Any, converter: Any) -> Any:
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        value_fd = fd.message_type.fields_by_name["value"]
+        return {key: _plain_single(value_fd, item, converter) for key, item in value.items()}
+    if fd.is_repeated:
+        return [_plain_single(fd, item, converter) for item in value]
+    return _plain_single(fd, value, converter)
+
+
+def _plain_single(fd: Any, value: Any, converter: Any) -> Any:
+    if fd.type == fd.TYPE_MESSAGE:
+        name = fd.message_type.full_name
+        if name == _PAYLOADS:
+            return [_payload_value(converter, p) for p in value.payloads]
+        if name == _PAYLOAD:
+            return _payload_value(converter, value)
+        if name == "google.protobuf.Timestamp":
+            return value.ToDatetime(tzinfo=UTC).isoformat()
+        if name == "google.protobuf.Duration":
+            return f"{value.ToTimedelta().total_seconds():g}s"
+        return _plain(value, converter)
+    if fd.type == fd.TYPE_ENUM:
+        known = fd.enum_type.values_by_number.get(value)
+        return known.name if known is not None else value
+    if fd.type == fd.TYPE_BYTES:
+        return f"({len(value)} bytes)"
+    if isinstance(value, str) and len(value) > FOLD_VALUE_AT:
+        return f"{value[:FOLD_VALUE_AT]}… ({len(value) - FOLD_VALUE_AT} more characters)"
+    return value
+
+
+def _payload_value(converter: Any, payload: Any) -> Any:
+    try:
+        value = converter.from_payloads([payload])[0]
+    except Exception:  # an encoding or codec this process cannot read: say which, never fail the page
+        encoding = payload.metadata.get("encoding", b"").decode(errors="replace")
+        return f"(cannot decode a {encoding or 'payload'} of {len(payload.data)} bytes)"
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) > FOLD_VALUE_AT:
+        return f"{text[:FOLD_VALUE_AT]}… ({len(text) - FOLD_VALUE_AT} more characters)"
+    return value
+
+
+def _decoded_value(converter: Any, payloads: Payloads | None) -> Any:
+    if payloads is None or len(payloads.payloads) != 1:
+        return None
+    try:
+        return converter.from_payloads([payloads.payloads[0]])[0]
+    except Exception:
+        return None
+
+
+# ---- the compact view: activities, timers, children, signals ---------------------------------------
+
+_ACTIVITY_ENDS = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "completed",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: "failed",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: "timed out",
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED: "cancelled",
+}
+_CHILD_ENDS = {
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED: "completed",
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED: "failed",
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT: "timed out",
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED: "cancelled",
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED: "terminated",
+}
+
+
+def event_groups(events: list[HistoryEvent]) -> list[dict[str, Any]]:
+    """Each activity (scheduled, started, completed/failed/timed out), timer (started, fired or
+    cancelled), child workflow and signal as one entry, in the order they began, with the ids of
+    its events so the page can link to them."""
+    groups: list[dict[str, Any]] = []
+    by_start: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def begin(kind: str, event: HistoryEvent, name: str, **extra: Any) -> None:
+        group = {
+            "kind": kind, "name": name, "start": event.event_time.ToDatetime(tzinfo=UTC), "end": None,
+            "state": "pending", "event_ids": [event.event_id], "failure": "", "attempt": None, **extra,
+        }  # fmt: skip
+        groups.append(group)
+        by_start[(kind, event.event_id)] = group
+
+    def end(kind: str, started_id: int, event: HistoryEvent, state: str, failure: Any = None) -> None:
+        group = by_start.get((kind, started_id))
+        if group is None:
+            return  # began before the events read (a history cut at its cap cannot start mid-way, so: never)
+        group.update(end=event.event_time.ToDatetime(tzinfo=UTC), state=state)
+        group["event_ids"].append(event.event_id)
+        if failure is not None:
+            group["failure"] = _typed_failure_text(failure)
+
+    attrs: Any  # each event's own attributes message
+    for event in events:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            begin("activity", event, attrs.activity_type.name, activity_id=attrs.activity_id)
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs = event.activity_task_started_event_attributes
+            if group := by_start.get(("activity", attrs.scheduled_event_id)):
+                group.update(state="started", attempt=attrs.attempt, started=event.event_time.ToDatetime(tzinfo=UTC))
+                group["event_ids"].append(event.event_id)
+                if attrs.HasField("last_failure"):
+                    group["failure"] = _typed_failure_text(attrs.last_failure)
+        elif kind in _ACTIVITY_ENDS:
+            attrs = getattr(event, event.WhichOneof("attributes") or "")
+            failure = (
+                attrs.failure if attrs.DESCRIPTOR.fields_by_name.get("failure") and attrs.HasField("failure") else None
+            )
+            end("activity", attrs.scheduled_event_id, event, _ACTIVITY_ENDS[kind], failure)
+        elif kind == EventType.EVENT_TYPE_TIMER_STARTED:
+            attrs = event.timer_started_event_attributes
+            seconds = attrs.start_to_fire_timeout.ToTimedelta().total_seconds()
+            begin("timer", event, f"timer {attrs.timer_id} ({seconds:g}s)", timer_id=attrs.timer_id)
+        elif kind == EventType.EVENT_TYPE_TIMER_FIRED:
+            end("timer", event.timer_fired_event_attributes.started_event_id, event, "fired")
+        elif kind == EventType.EVENT_TYPE_TIMER_CANCELED:
+            end("timer", event.timer_canceled_event_attributes.started_event_id, event, "cancelled")
+        elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            attrs = event.start_child_workflow_execution_initiated_event_attributes
+            begin("child", event, attrs.workflow_type.name, workflow_id=attrs.workflow_id, run_id="")
+        elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
+            attrs = event.start_child_workflow_execution_failed_event_attributes
+            end("child", attrs.initiated_event_id, event, "failed to start")
+        elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            attrs = event.child_workflow_execution_started_event_attributes
+            if group := by_start.get(("child", attrs.initiated_event_id)):
+                group.update(state="started", run_id=attrs.workflow_execution.run_id)
+                group["event_ids"].append(event.event_id)
+        elif kind in _CHILD_ENDS:
+            attrs = getattr(event, event.WhichOneof("attributes") or "")
+            failure = (
+                attrs.failure if attrs.DESCRIPTOR.fields_by_name.get("failure") and attrs.HasField("failure") else None
+            )
+            end("child", attrs.initiated_event_id, event, _CHILD_ENDS[kind], failure)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            begin("signal", event, event.workflow_execution_signaled_event_attributes.signal_name)
+            groups[-1]["state"] = "received"
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            begin("workflow task", event, "workflow task failed")
+            groups[-1].update(
+                state="failed", failure=_typed_failure_text(event.workflow_task_failed_event_attributes.failure)
+            )
+    return groups
 
 
 def _children(events: list[HistoryEvent], pending: Iterable[Any]) -> list[dict[str, str]]:

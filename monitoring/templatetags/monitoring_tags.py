@@ -54,3 +54,11 @@ def percent(value: float | None) -> str:
 @register.filter
 def status_label(slug: str) -> str:
     return LABELS.get(slug) or slug.replace("_", " ").capitalize()
+
+
+@register.filter
+def timesince_seconds(end: datetime | None, start: datetime | None) -> float | None:
+    """Seconds from ``start`` to ``end`` (for ``|duration``), None when either is missing."""
+    if end is None or start is None:
+        return None
+    return max((end - start).total_seconds(), 0.0)
