@@ -53,6 +53,10 @@ def seed_users_and_policies() -> None:
         if created:
             _level(standard, 1, "approvers", timedelta(days=1), timedelta(hours=4))
             _level(standard, 2, "managers", timedelta(days=2), timedelta(days=1))
+            # The demo's requests name no policy and show escalation: "Standard" takes over as the
+            # default from the one-level policy a fresh database ships with (migration 0007).
+            Policy.objects.filter(is_default=True).exclude(pk=standard.pk).update(is_default=False)
+            Policy.objects.filter(pk=standard.pk).update(is_default=True)
         quick, created = Policy.objects.get_or_create(
             slug="quick-demo",
             defaults={
