@@ -12,8 +12,8 @@ from django.urls import reverse
 
 from approvals.durations import parse_duration
 from approvals.models import Policy, PolicyLevel
-from tests.approvals.test_policy_pages import policy_post
-from tests.conftest import free_port, pending_task
+from config.ports import free_port
+from tests.support.data import pending_task, policy_post
 
 pytestmark = pytest.mark.django_db
 HUGE = "99999999999999999999"
@@ -89,8 +89,11 @@ def test_an_order_quantity_beyond_what_the_ledger_holds_is_refused(cast: dict[st
     client = Client()
     client.force_login(cast["alice"])
     response = client.post(
-        reverse("approvals:start_workflow_kind", args=["order"]),
+        reverse("reference:start_kind", args=["order"]),
         {"order-amount": "1500", "order-items": f"desk:{HUGE}"},
     )
     assert response.status_code == 422
-    assert f"“desk:{HUGE}”: the quantity must be at most 1000000." in response.context["forms"][0].errors["items"]
+    assert (
+        f"“desk:{HUGE}”: the quantity after the colon must be a whole number up to 1000000"
+        in response.context["forms"][0].errors["items"]
+    )
