@@ -53,16 +53,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     quietly starts one. Helpers that start such things themselves check the running test too
     (``tests.support.markers.require_marker``)."""
     markers.set_running(item)
-    missing = markers.missing_markers(item)
+    missing, uses = markers.missing_markers(item)
     if missing:
-        uses = sorted(
-            set(getattr(item, "fixturenames", ())) & (markers.INTEGRATION_FIXTURES | markers.BROWSER_FIXTURES)
-        )
-        pytest.fail(
-            f"{item.nodeid} uses {', '.join(uses)}: mark it "
-            + " and ".join(f"@pytest.mark.{name}" for name in missing),
-            pytrace=False,
-        )
+        marks = " and ".join(f"@pytest.mark.{name}" for name in missing)
+        pytest.fail(f"{item.nodeid} uses {', '.join(uses)}: mark it {marks}", pytrace=False)
 
 
 @pytest.hookimpl(trylast=True)

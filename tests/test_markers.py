@@ -43,6 +43,11 @@ def test_marked_but_a_browser_too(page):
     pass
 
 
+@pytest.mark.parametrize("page", ["inbox"])
+def test_a_parameter_named_page_is_no_browser(page):
+    pass
+
+
 def test_a_unit_test_runs():
     pass
 """
@@ -61,8 +66,8 @@ def test_unmarked_server_and_browser_tests_fail_before_starting_anything(tmp_pat
         cwd=root, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     out = run.stdout
-    # Fixtures are refused at setup (errors), helpers when called (failures); the unit test runs.
-    assert "2 failed, 1 passed, 4 errors" in out, out
+    # Fixtures are refused at setup (errors), helpers when called (failures); the unit tests run.
+    assert "2 failed, 2 passed, 4 errors" in out, out
     for name, message in [
         ("test_uses_the_session_dev_server", "uses dev_server: mark it @pytest.mark.integration"),
         ("test_uses_a_worker", "uses dev_server, temporal_settings, worker: mark it @pytest.mark.integration"),

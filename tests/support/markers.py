@@ -21,19 +21,29 @@ def set_running(item: pytest.Item | None) -> None:
     _running[:] = [item] if item is not None else []
 
 
+def fixtures_of(item: pytest.Item) -> set[str]:
+    """The fixtures a test uses; a parametrize argument that happens to share a fixture's name
+    (``page`` as in "which page") is not one."""
+    callspec = getattr(item, "callspec", None)
+    return set(getattr(item, "fixturenames", ())) - set(callspec.params if callspec else ())
+
+
 def uses_time_skipping(item: pytest.Item) -> bool:
-    return bool(set(getattr(item, "fixturenames", ())) & TIMESKIPPING_FIXTURES)
+    return bool(fixtures_of(item) & TIMESKIPPING_FIXTURES)
 
 
-def missing_markers(item: pytest.Item) -> list[str]:
-    """What a test lacks, judged by the fixtures it uses: 'integration' and/or 'browser'."""
-    names = set(getattr(item, "fixturenames", ()))
-    missing = []
+def missing_markers(item: pytest.Item) -> tuple[list[str], list[str]]:
+    """What a test lacks, judged by the fixtures it uses ('integration' and/or 'browser'), and
+    the fixtures that say so."""
+    names = fixtures_of(item)
+    missing, because = [], set()
     if names & INTEGRATION_FIXTURES and not item.get_closest_marker("integration"):
         missing.append("integration")
+        because |= names & INTEGRATION_FIXTURES
     if names & BROWSER_FIXTURES and not item.get_closest_marker("browser"):
         missing.append("browser")
-    return missing
+        because |= names & BROWSER_FIXTURES
+    return missing, sorted(because)
 
 
 def require_marker(name: str, starting: str) -> None:
