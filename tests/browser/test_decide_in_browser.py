@@ -10,7 +10,7 @@ import pytest
 from tests.support.temporal import DevServer, WorkerThread, registered_task, start_with_cli, workflow_result
 from tests.support.web import SHOTS, log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 
 
 def test_bob_approves_a_task_in_the_browser(

@@ -15,7 +15,7 @@ from tests.support.data import PASSWORD, make_policy
 from tests.support.temporal import DevServer, WorkerThread, registered_task, start_with_cli
 from tests.support.web import SHOTS, AsgiServer, log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from monitoring.snapshot import refresh_snapshot
 from tests.support.temporal import DevServer, SampleWorker, closed, eventually, start
 from tests.support.web import SHOTS, log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 
 
 def test_an_operator_opens_the_overview_and_a_failed_workflow(
