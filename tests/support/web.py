@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,14 @@ from tests.support.temporal import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(settings.VAR_DIR) / "screenshots"  # browser tests' screenshots, for people to look at
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+# The flags this workplace needs: no sandbox as root, no background
+# connections to hosts this machine cannot reach.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
 
 
 def logged_in(user: Any, **client_kwargs: Any) -> Client:
