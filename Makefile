@@ -1,4 +1,4 @@
-# Tollgate: `make run` (everything up on embedded defaults) and `make test`.
+# Tollgate: `make run` (everything up on embedded defaults), `make test` and `make test-fast`.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell sha1sum requirements.txt | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
 
-.PHONY: run test bench lint format migrate worker web clean
+.PHONY: run test test-fast bench lint format migrate worker web clean
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
+
+# The edit-and-rerun loop: no lint, no Temporal server, no browser, no `make run` (tests marked
+# integration, browser or timeskipping are left out; tests/conftest.py fails a test that starts
+# the dev server or Chromium without its marker, and marks the time-skipping ones itself).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -m "not integration and not browser and not timeskipping" $(ARGS)
 
 # Every benchmark, one after the other; QUICK=1 for small sizes (under 5 minutes). Writes BENCHMARKS.md.
 bench: $(STAMP)

@@ -18,29 +18,17 @@ from django.apps import apps
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import IntegrityError, connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from approvals.audit import append_entry, entry_hash, verify_all, verify_task_chain
 from approvals.models import ApprovalTask, AuditEntry, Decision
-from tests.conftest import DevServer, WorkerThread, free_port, make_policy, pending_task, workflow_result
+from tests.support.data import make_policy, pending_task
+from tests.support.temporal import DevServer, WorkerThread, registered_task, start_with_cli, workflow_result
+from tests.support.web import logged_in
 
 chain_migration = import_module("approvals.migrations.0006_chain_existing_audit")
-
-
-@pytest.fixture
-def temporal_down(settings: Any) -> Any:
-    """Decisions are stored (with their entries) and wait in the outbox; no server is needed."""
-    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"
-    return settings
-
-
-def logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def append(task: ApprovalTask, kind: str, at: Any, *, level: int | None = 1, message: str = "") -> AuditEntry:
@@ -419,7 +407,6 @@ def test_the_task_page_verifies_its_trail_without_a_query_per_entry(cast: dict[s
 def test_a_quorum_decided_through_the_page_leaves_a_trail_that_verifies(
     cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
 ) -> None:
-    from tests.workflows.test_integration import registered_task, start_with_cli
 
     hours = timedelta(hours=24)
     make_policy("two-of-three", [{"users": ["bob", "carol", "dave"], "timeout": hours, "required_approvals": 2}])

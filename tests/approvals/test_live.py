@@ -18,7 +18,7 @@ from django.test import Client
 
 from approvals import live
 from approvals.consumers import LiveConsumer
-from tests.conftest import pending_task, test_database_url
+from tests.support.data import pending_task, test_database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,8 +12,8 @@ from django.urls import reverse
 
 from approvals.durations import parse_duration
 from approvals.models import Policy, PolicyLevel
-from tests.approvals.test_policy_pages import policy_post
-from tests.conftest import free_port, pending_task
+from config.ports import free_port
+from tests.support.data import pending_task, policy_post
 
 pytestmark = pytest.mark.django_db
 HUGE = "99999999999999999999"

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from approvals.models import Delegation, Policy, PolicyVersion, RoutingRule
 from approvals.policies import current_version
-from tests.conftest import make_policy, pending_task
+from tests.support.data import make_policy, pending_task, policy_post
 
 pytestmark = pytest.mark.django_db
 
@@ -20,22 +20,6 @@ pytestmark = pytest.mark.django_db
 def as_user(client: Client, user: Any) -> Client:
     client.force_login(user)
     return client
-
-
-def policy_post(name: str = "Large purchases", slug: str = "large", revision: int = 0, **extra: Any) -> dict[str, Any]:
-    approvers, managers = Group.objects.get(name="approvers"), Group.objects.get(name="managers")
-    data = {
-        "name": name, "slug": slug, "description": "", "final_action": "reject", "rejection_is_veto": "on",
-        "revision": revision, "action": "save",
-        "levels-TOTAL_FORMS": "2", "levels-INITIAL_FORMS": "0", "levels-MIN_NUM_FORMS": "0",
-        "levels-MAX_NUM_FORMS": "10",
-        "levels-0-groups": [approvers.pk], "levels-0-timeout": "1d 12h", "levels-0-reminder": "4h",
-        "levels-0-required_approvals": "1",
-        "levels-1-groups": [managers.pk], "levels-1-timeout": "2d", "levels-1-reminder": "",
-        "levels-1-required_approvals": "1",
-    }  # fmt: skip
-    data.update(extra)
-    return data
 
 
 PAGES = [

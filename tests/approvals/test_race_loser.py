@@ -19,7 +19,9 @@ from django.utils import timezone
 
 from approvals import services
 from approvals.models import ApprovalTask, Decision
-from tests.conftest import free_port, pending_task
+from config.ports import free_port
+from tests.support.data import pending_task
+from tests.support.web import logged_in
 from workflows.types import CompleteTaskInput
 
 FORM = 'name="choice"'
@@ -33,15 +35,9 @@ def erin(cast: dict[str, Any]) -> User:
     return user
 
 
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def opened_by_bob(cast: dict[str, Any]) -> tuple[ApprovalTask, Client]:
     task = pending_task("Team offsite", requester=cast["alice"])
-    bob = login(cast["bob"])
+    bob = logged_in(cast["bob"])
     assert FORM in bob.get(task.get_absolute_url()).content.decode()  # bob's page offers the form
     return task, bob
 

@@ -17,7 +17,9 @@ from django.core.management import CommandError, call_command
 
 from approvals.models import ApprovalTask, Decision
 from approvals.simulation import Config, make_plan
-from tests.conftest import DevServer, eventually, free_port, run_async, test_database_url, workflow_result
+from config.ports import free_port
+from tests.support.data import test_database_url
+from tests.support.temporal import DevServer, eventually, run_async, workflow_result
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -7,7 +7,6 @@ for that, not even for DeploymentPipelineWorkflow, whose code lives elsewhere.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -16,7 +15,8 @@ from django.test import Client
 from django.urls import reverse
 
 from approvals.models import ApprovalTask
-from tests.conftest import DevServer, WorkerThread, eventually, free_port, run_async
+from tests.support.temporal import DevServer, WorkerThread, eventually, started_event
+from tests.support.web import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -25,31 +25,6 @@ START = reverse("reference:start")
 
 def start_url(kind: str) -> str:
     return reverse("reference:start_kind", args=[kind])
-
-
-def login(user: Any, **kwargs: Any) -> Client:
-    client = Client(**kwargs)
-    client.force_login(user)
-    return client
-
-
-def started_event(address: str, workflow_id: str) -> tuple[str, str, dict[str, Any]]:
-    """(workflow type, task queue, input) as Temporal recorded the start."""
-    from temporalio.client import Client as TemporalClient
-
-    async def fetch() -> tuple[str, str, dict[str, Any]]:
-        client = await TemporalClient.connect(address)
-        history = await client.get_workflow_handle(workflow_id).fetch_history()
-        started = history.events[0].workflow_execution_started_event_attributes
-        return started.workflow_type.name, started.task_queue.name, json.loads(started.input.payloads[0].data)
-
-    return run_async(fetch)
-
-
-@pytest.fixture
-def temporal_down(settings: Any) -> Any:
-    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"
-    return settings
 
 
 ORDER = {"order-amount": "1500", "order-items": "desk:2, lamp"}
@@ -62,25 +37,25 @@ def test_the_start_page_needs_a_login(client: Client, cast: dict[str, Any]) -> N
 
 
 def test_the_request_form_links_to_the_start_page(cast: dict[str, Any]) -> None:
-    page = login(cast["alice"]).get(reverse("approvals:new")).content.decode()
+    page = logged_in(cast["alice"]).get(reverse("approvals:new")).content.decode()
     assert f'href="{START}"' in page
 
 
 def test_the_start_page_shows_one_form_per_kind(cast: dict[str, Any]) -> None:
-    page = login(cast["alice"]).get(START).content.decode()
+    page = logged_in(cast["alice"]).get(START).content.decode()
     for kind in ("order", "budget", "campaign", "deployment"):
         assert f'action="{start_url(kind)}"' in page
 
 
 def test_wrong_methods_and_unknown_kinds_are_refused(cast: dict[str, Any]) -> None:
-    client = login(cast["alice"])
+    client = logged_in(cast["alice"])
     assert client.post(START).status_code == 405
     assert client.get(start_url("order")).status_code == 405
     assert client.post(start_url("rocket"), {}).status_code == 404
 
 
 def test_csrf_is_enforced(cast: dict[str, Any], temporal_down: Any) -> None:
-    response = login(cast["alice"], enforce_csrf_checks=True).post(start_url("order"), ORDER)
+    response = logged_in(cast["alice"], enforce_csrf_checks=True).post(start_url("order"), ORDER)
     assert response.status_code == 403
 
 
@@ -105,14 +80,14 @@ def test_csrf_is_enforced(cast: dict[str, Any], temporal_down: Any) -> None:
 def test_a_bad_field_is_named_and_nothing_starts(
     cast: dict[str, Any], temporal_down: Any, kind: str, data: dict[str, str], field: str, message: str
 ) -> None:
-    response = login(cast["alice"]).post(start_url(kind), data)
+    response = logged_in(cast["alice"]).post(start_url(kind), data)
     assert response.status_code == 422
     errors = response.context["forms"][list(("order", "budget", "campaign", "deployment")).index(kind)].errors
     assert message in " ".join(errors[field])
 
 
 def test_with_temporal_down_the_page_says_so_and_keeps_the_input(cast: dict[str, Any], temporal_down: Any) -> None:
-    response = login(cast["alice"]).post(start_url("order"), ORDER)
+    response = logged_in(cast["alice"]).post(start_url("order"), ORDER)
     page = response.content.decode()
     assert response.status_code == 503
     assert "The workflow engine cannot be reached right now; nothing was started." in page
@@ -170,7 +145,7 @@ def test_each_kind_starts_by_type_name_with_the_input_typed_in(
         name: value.replace("web-", f"web-{temporal_settings.TEMPORAL_TASK_QUEUE[-8:]}-")
         for name, value in data.items()
     }
-    client = login(cast["alice"])
+    client = logged_in(cast["alice"])
     response = client.post(start_url(kind), data)
     assert response.status_code == 302 and response["Location"] == START
     page = client.get(START).content.decode()
@@ -198,12 +173,12 @@ def test_each_kind_starts_by_type_name_with_the_input_typed_in(
 def test_a_campaign_from_the_web_reaches_the_approvers_inboxes_and_links_back(
     cast: dict[str, Any], worker: WorkerThread
 ) -> None:
-    oscar = login(cast["oscar"])
+    oscar = logged_in(cast["oscar"])
     response = oscar.post(start_url("campaign"), {**CAMPAIGN, "campaign-title": "Read the runbook"})
     assert response.status_code == 302
     page = oscar.get(START).content.decode()
     assert "Follow it in monitoring" in page  # an operator gets the monitoring link
-    bob = login(cast["bob"])
+    bob = logged_in(cast["bob"])
     eventually(lambda: "Read the runbook" in bob.get(reverse("approvals:inbox")).content.decode())
     task = eventually(
         lambda: ApprovalTask.objects.filter(title="Read the runbook", workflow_id__endswith="-bob").first()

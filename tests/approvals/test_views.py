@@ -11,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from approvals.models import ApprovalTask, Decision
-from tests.conftest import free_port, pending_task
+from config.ports import free_port
+from tests.support.data import pending_task
 
 pytestmark = pytest.mark.django_db
 

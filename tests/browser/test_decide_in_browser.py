@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
-from approvals.demo import DEMO_PASSWORD
-from tests.conftest import DevServer, WorkerThread, workflow_result
-from tests.workflows.test_integration import registered_task, start_with_cli
+from tests.support.temporal import DevServer, WorkerThread, registered_task, start_with_cli, workflow_result
+from tests.support.web import SHOTS, log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
-SHOTS = Path(settings.VAR_DIR) / "screenshots"
-
-
-def log_in(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/approvals/$"))
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 
 
 def test_bob_approves_a_task_in_the_browser(

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_decide_in_browser import SHOTS, log_in
-from tests.conftest import AsgiServer, DevServer, WorkerThread, make_policy
-from tests.workflows.test_integration import registered_task, start_with_cli
+from tests.support.data import PASSWORD, make_policy
+from tests.support.temporal import DevServer, WorkerThread, registered_task, start_with_cli
+from tests.support.web import SHOTS, AsgiServer, log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 
 
 @pytest.fixture(autouse=True)
@@ -23,11 +23,9 @@ def _passwords_the_servers_can_check(settings: Any, cast: dict[str, Any]) -> Non
     """The daphne subprocesses use the real hashers, not the test run's MD5."""
     from django.conf import global_settings
 
-    from approvals.demo import DEMO_PASSWORD
-
     settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
     for name in ("bob", "carol"):
-        cast[name].set_password(DEMO_PASSWORD)
+        cast[name].set_password(PASSWORD)
         cast[name].save(update_fields=["password"])
 
 
@@ -82,11 +80,10 @@ def test_the_monitoring_overview_follows_the_snapshot_without_a_reload(
     from django.utils import timezone
 
     from approvals import live
-    from approvals.demo import DEMO_PASSWORD
     from monitoring.models import Execution
 
     oscar: User = cast["oscar"]
-    oscar.set_password(DEMO_PASSWORD)
+    oscar.set_password(PASSWORD)
     oscar.save(update_fields=["password"])
     web = AsgiServer(temporal_settings, redis_url, redis_layer)
     try:

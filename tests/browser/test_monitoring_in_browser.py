@@ -6,20 +6,15 @@ import functools
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from monitoring.snapshot import refresh_snapshot
-from tests.browser.test_decide_in_browser import log_in
-from tests.conftest import DevServer, eventually
-from tests.monitoring.conftest import SampleWorker
-from tests.monitoring.test_snapshot import closed, start
+from tests.support.temporal import DevServer, SampleWorker, closed, eventually, start
+from tests.support.web import SHOTS, log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
-SHOTS = Path(settings.VAR_DIR) / "screenshots"
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 
 
 def test_an_operator_opens_the_overview_and_a_failed_workflow(

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalTask
-from tests.browser.test_decide_in_browser import SHOTS, log_in
-from tests.conftest import WorkerThread, eventually
+from tests.support.temporal import WorkerThread, eventually
+from tests.support.web import SHOTS, log_in
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 
 
 def test_an_admin_builds_previews_and_uses_a_two_level_policy(

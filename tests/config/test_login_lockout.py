@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from approvals.demo import DEMO_PASSWORD
+from tests.support.data import PASSWORD
 
 pytestmark = pytest.mark.django_db
 LOCKED = "this username is locked for 15 minutes"
@@ -24,8 +24,8 @@ LOCKED = "this username is locked for 15 minutes"
 
 @pytest.fixture
 def people(cast: dict[str, Any]) -> dict[str, Any]:
-    for user in cast.values():  # the demo seed only sets passwords on the embedded default
-        user.password = make_password(DEMO_PASSWORD)
+    for user in cast.values():  # the password every login below types
+        user.password = make_password(PASSWORD)
         user.save(update_fields=["password"])
     return cast
 
@@ -47,7 +47,7 @@ def test_ten_wrong_passwords_lock_the_username_even_against_the_right_one(people
     tenth = log_in("bob", "guess-9")
     assert tenth.status_code == 429 and LOCKED in tenth.content.decode()
 
-    refused = log_in("bob", DEMO_PASSWORD)
+    refused = log_in("bob", PASSWORD)
     page = refused.content.decode()
     assert refused.status_code == 429 and "sessionid" not in refused.cookies
     # The ordinary login page, with the reason, not a bare error page.
@@ -59,23 +59,23 @@ def test_ten_wrong_passwords_lock_the_username_even_against_the_right_one(people
 def test_other_usernames_behind_the_same_address_are_unaffected(people: dict[str, Any]) -> None:
     for attempt in range(10):
         log_in("bob", f"guess-{attempt}")
-    assert not logged_in(log_in("bob", DEMO_PASSWORD))
-    assert logged_in(log_in("carol", DEMO_PASSWORD))  # same proxy address, other approver
-    assert not logged_in(log_in("bob", DEMO_PASSWORD, address="10.0.0.99"))  # the lock follows the username
+    assert not logged_in(log_in("bob", PASSWORD))
+    assert logged_in(log_in("carol", PASSWORD))  # same proxy address, other approver
+    assert not logged_in(log_in("bob", PASSWORD, address="10.0.0.99"))  # the lock follows the username
 
 
 def test_failures_below_the_limit_do_not_lock(people: dict[str, Any]) -> None:
     for attempt in range(9):
         log_in("bob", f"guess-{attempt}")
-    assert logged_in(log_in("bob", DEMO_PASSWORD))
+    assert logged_in(log_in("bob", PASSWORD))
 
 
 def test_axes_reset_username_unlocks_it(people: dict[str, Any]) -> None:
     for attempt in range(10):
         log_in("bob", f"guess-{attempt}")
-    assert not logged_in(log_in("bob", DEMO_PASSWORD))
+    assert not logged_in(log_in("bob", PASSWORD))
     call_command("axes_reset_username", "bob")
-    assert logged_in(log_in("bob", DEMO_PASSWORD))
+    assert logged_in(log_in("bob", PASSWORD))
 
 
 def test_an_admin_unlocks_it_in_the_admin(people: dict[str, Any]) -> None:
@@ -90,7 +90,7 @@ def test_an_admin_unlocks_it_in_the_admin(people: dict[str, Any]) -> None:
         "/admin/axes/accessattempt/", {"action": "delete_selected", "_selected_action": ids, "post": "yes"}
     )
     assert response.status_code == 302
-    assert logged_in(log_in("bob", DEMO_PASSWORD))
+    assert logged_in(log_in("bob", PASSWORD))
 
 
 def test_the_lock_and_each_refused_attempt_are_logged(people: dict[str, Any], caplog: Any) -> None:
@@ -101,7 +101,7 @@ def test_the_lock_and_each_refused_attempt_are_logged(people: dict[str, Any], ca
         "username 'bob' locked for 15 minutes after 10 failed logins"
     ]
     caplog.clear()
-    log_in("bob", DEMO_PASSWORD)  # the 11th attempt
+    log_in("bob", PASSWORD)  # the 11th attempt
     assert [r.getMessage() for r in caplog.records if r.name == "tollgate.login"] == [
         "login refused for username 'bob': locked after too many failed logins"
     ]
@@ -110,12 +110,12 @@ def test_the_lock_and_each_refused_attempt_are_logged(people: dict[str, Any], ca
 def test_the_lock_ends_after_the_cool_off(people: dict[str, Any], settings: Any) -> None:
     for attempt in range(10):
         log_in("bob", f"guess-{attempt}")
-    assert not logged_in(log_in("bob", DEMO_PASSWORD))
+    assert not logged_in(log_in("bob", PASSWORD))
     # Sixteen minutes later, as far as the database can tell.
     AccessAttempt.objects.filter(username="bob").update(
         attempt_time=AccessAttempt.objects.get(username="bob").attempt_time - settings.AXES_COOLOFF_TIME * 16 / 15
     )
-    assert logged_in(log_in("bob", DEMO_PASSWORD))
+    assert logged_in(log_in("bob", PASSWORD))
 
 
 def run_settings(**env: str) -> subprocess.CompletedProcess[str]:

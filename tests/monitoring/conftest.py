@@ -3,46 +3,15 @@ and a worker running the app's workflows plus the sample ones."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import DevServer, WorkerThread
-from tests.monitoring.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
-
-
-class SampleWorker(WorkerThread):
-    async def _main(self) -> None:
-        from temporalio.client import Client
-        from temporalio.worker import Worker
-
-        from workflows.worker import ACTIVITIES, WORKFLOWS, DjangoConnectionInterceptor
-
-        self.loop = asyncio.get_running_loop()
-        self.stop_event = asyncio.Event()
-        try:
-            client = await Client.connect(self.address)
-            with ThreadPoolExecutor(max_workers=8) as executor:
-                worker = Worker(
-                    client,
-                    task_queue=self.task_queue,
-                    workflows=[*WORKFLOWS, *SAMPLE_WORKFLOWS],
-                    activities=[*ACTIVITIES, *SAMPLE_ACTIVITIES],
-                    activity_executor=executor,
-                    interceptors=[DjangoConnectionInterceptor()],
-                )
-                async with worker:
-                    self.ready.set()
-                    await self.stop_event.wait()
-        except BaseException as exc:
-            self.error = exc
-            self.ready.set()
-            raise
+# SampleWorker is re-exported for tests on other branches that import it from here.
+from tests.support.temporal import DevServer, SampleWorker
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from django.urls import reverse
 from temporalio.client import WorkflowExecutionStatus
 
 from monitoring.views import STUCK_MAX_MINUTES
-from tests.monitoring.test_snapshot import describe, start
-from tests.monitoring.test_views import RUN_ID, snapshot_rows
+from tests.support.data import RUN_ID, snapshot_rows
+from tests.support.temporal import describe, start
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 as_json = pytest.mark.parametrize("as_json", [False, True], ids=["html", "json"])

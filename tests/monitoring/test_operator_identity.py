@@ -7,16 +7,14 @@ import uuid
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client as TemporalClient
 
 from approvals.models import ApprovalTask, Decision
 from monitoring.models import ActionLog
-from tests.conftest import DevServer, eventually, run_async, workflow_result
-from tests.monitoring.conftest import SampleWorker
-from tests.monitoring.test_snapshot import describe, start
+from tests.support.temporal import DevServer, SampleWorker, describe, eventually, run_async, start, workflow_result
+from tests.support.web import logged_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -27,12 +25,6 @@ def both_worker(temporal_settings: Any, dev_server: DevServer) -> Any:
     thread = SampleWorker(dev_server.address, temporal_settings.TEMPORAL_TASK_QUEUE).start()
     yield thread
     thread.stop()
-
-
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def start_approval(address: str, queue: str, title: str) -> tuple[str, str, ApprovalTask]:
@@ -60,7 +52,7 @@ def test_an_operator_cannot_decide_push_or_cancel_an_approval_in_someone_elses_n
 ) -> None:
     workflow_id, run_id, task = start_approval(dev_server.address, both_worker.task_queue, "Server rack")
     act_url = reverse("monitoring:act", args=[workflow_id, run_id])
-    oscar = login(cast["oscar"])
+    oscar = logged_in(cast["oscar"])
     as_bob = '{"decision": "approve", "user": "bob", "comment": "ok", "decision_id": "op-1"}'
     attempts = [
         ("decide", as_bob, f"decisions are made on the task page by the approver themselves: /approvals/{task.pk}/"),
@@ -96,7 +88,7 @@ def test_an_operator_cancels_an_approval_as_themselves(
 ) -> None:
     workflow_id, run_id, task = start_approval(dev_server.address, both_worker.task_queue, "Conference trip")
     act_url = reverse("monitoring:act", args=[workflow_id, run_id])
-    oscar = login(cast["oscar"])
+    oscar = logged_in(cast["oscar"])
     page = oscar.get(reverse("monitoring:execution", args=[workflow_id, run_id])).content.decode()
     assert 'id="approval-actions"' in page
     # Whatever the form says about users, the cancel names the logged-in operator.
@@ -120,7 +112,7 @@ def test_other_workflows_still_take_signals_of_those_names_and_temporal_cancella
     address, queue = dev_server.address, both_worker.task_queue
     workflow_id = start(address, queue, "MonMixWorkflow", {"mode": "hang"})
     run_id = describe(address, workflow_id).run_id
-    oscar = login(cast["oscar"])
+    oscar = logged_in(cast["oscar"])
     act_url = reverse("monitoring:act", args=[workflow_id, run_id])
     oscar.post(act_url, {"action": "signal", "signal": "decide", "input": '{"user": "bob"}', "confirm": "yes"})
     oscar.post(act_url, {"action": "cancel", "confirm": "yes"})

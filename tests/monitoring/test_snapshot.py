@@ -13,41 +13,13 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from temporalio.client import Client as TemporalClient
-from temporalio.client import WorkflowExecutionStatus
 
 from monitoring.models import Execution, SnapshotState, WindowHealth
 from monitoring.services import retrying_activities, type_health
 from monitoring.snapshot import SNAPSHOT_SCHEDULE_ID, ensure_snapshot_schedule, read_closed_attempts, refresh_snapshot
-from tests.conftest import DevServer, eventually, run_async
-from tests.monitoring.conftest import SampleWorker
+from tests.support.temporal import DevServer, SampleWorker, closed, describe, eventually, run_async, start
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
-
-
-def start(
-    address: str, queue: str, workflow: str, arg: Any, *, timeout: timedelta | None = None, workflow_id: str = ""
-) -> str:
-    workflow_id = workflow_id or f"{workflow.lower()}-{uuid.uuid4().hex[:8]}"
-
-    async def go() -> None:
-        client = await TemporalClient.connect(address)
-        await client.start_workflow(workflow, arg, id=workflow_id, task_queue=queue, execution_timeout=timeout)
-
-    run_async(go)
-    return workflow_id
-
-
-def describe(address: str, workflow_id: str) -> Any:
-    async def go() -> Any:
-        client = await TemporalClient.connect(address)
-        return await client.get_workflow_handle(workflow_id).describe()
-
-    return run_async(go)
-
-
-def closed(address: str, workflow_id: str) -> Any:
-    description = describe(address, workflow_id)
-    return description if description.status != WorkflowExecutionStatus.RUNNING else None
 
 
 def visible_count(address: str, query: str) -> int:

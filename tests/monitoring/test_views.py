@@ -14,25 +14,10 @@ from django.urls import resolve, reverse
 from django.utils import timezone
 from temporalio.client import WorkflowExecutionStatus
 
-from monitoring.models import ActionLog, Execution, SnapshotState
-from tests.conftest import DevServer, eventually, free_port, pending_task, run_async
-from tests.monitoring.conftest import SampleWorker
-from tests.monitoring.test_snapshot import closed, describe, start
-
-RUN_ID = "0d9b6c52-3f2c-4c55-9b0e-6d1f2a1b0c01"
-
-
-@pytest.fixture
-def temporal_down(settings: Any) -> Any:
-    """Nothing listens at TEMPORAL_ADDRESS."""
-    settings.TEMPORAL_ADDRESS = f"127.0.0.1:{free_port()}"
-    return settings
-
-
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
+from monitoring.models import ActionLog, Execution
+from tests.support.data import RUN_ID, pending_task, snapshot_rows
+from tests.support.temporal import DevServer, SampleWorker, closed, describe, eventually, run_async, start
+from tests.support.web import logged_in
 
 
 def pages() -> list[str]:
@@ -47,20 +32,6 @@ def pages() -> list[str]:
     ]
 
 
-def snapshot_rows() -> None:
-    now = timezone.now()
-    Execution.objects.create(
-        workflow_id="pay-1", run_id=RUN_ID, workflow_type="PaymentWorkflow", status="failed",
-        start_time=now - timedelta(minutes=10), close_time=now - timedelta(minutes=5), duration=300,
-        failure_message="card declined <b>",
-    )  # fmt: skip
-    Execution.objects.create(
-        workflow_id="pay-2", run_id="r2", workflow_type="PaymentWorkflow", status="running",
-        start_time=now - timedelta(hours=2), progress_at=now - timedelta(hours=1),
-    )  # fmt: skip
-    SnapshotState.objects.create(pk=1, refreshed_at=now - timedelta(minutes=3), close_watermark=now)
-
-
 @pytest.mark.django_db
 def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
     for url in pages():
@@ -72,9 +43,9 @@ def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
 def test_outsiders_and_approvers_get_403(cast: dict[str, Any]) -> None:
     for name in ("dave", "bob", "alice"):
         for url in pages():
-            assert login(cast[name]).get(url).status_code == 403, (name, url)
+            assert logged_in(cast[name]).get(url).status_code == 403, (name, url)
     url = reverse("monitoring:act", args=["x", RUN_ID])
-    assert login(cast["dave"]).post(url, {"action": "cancel", "confirm": "yes"}).status_code == 403
+    assert logged_in(cast["dave"]).post(url, {"action": "cancel", "confirm": "yes"}).status_code == 403
     assert not ActionLog.objects.exists()
 
 
@@ -84,7 +55,7 @@ def test_a_user_with_the_view_permission_but_no_group_may_look_but_not_act(
 ) -> None:
     dave = cast["dave"]
     dave.user_permissions.add(Permission.objects.get(codename="view_monitoring"))
-    client = login(dave)
+    client = logged_in(dave)
     assert client.get(reverse("monitoring:overview")).status_code == 200
     response = client.post(reverse("monitoring:act", args=["x", RUN_ID]), {"action": "cancel", "confirm": "yes"})
     assert response.status_code == 403
@@ -101,7 +72,7 @@ def test_actions_need_a_csrf_token(cast: dict[str, Any]) -> None:
 
 @pytest.mark.django_db
 def test_wrong_methods_are_refused(cast: dict[str, Any]) -> None:
-    client = login(cast["oscar"])
+    client = logged_in(cast["oscar"])
     assert client.post(reverse("monitoring:overview")).status_code == 405
     assert client.post(reverse("monitoring:executions")).status_code == 405
     assert client.get(reverse("monitoring:act", args=["x", RUN_ID])).status_code == 405
@@ -109,8 +80,8 @@ def test_wrong_methods_are_refused(cast: dict[str, Any]) -> None:
 
 @pytest.mark.django_db
 def test_operators_see_the_link_in_the_header_and_others_do_not(cast: dict[str, Any]) -> None:
-    assert 'href="/monitoring/"' in login(cast["oscar"]).get(reverse("approvals:inbox")).content.decode()
-    assert 'href="/monitoring/"' not in login(cast["bob"]).get(reverse("approvals:inbox")).content.decode()
+    assert 'href="/monitoring/"' in logged_in(cast["oscar"]).get(reverse("approvals:inbox")).content.decode()
+    assert 'href="/monitoring/"' not in logged_in(cast["bob"]).get(reverse("approvals:inbox")).content.decode()
 
 
 @pytest.mark.django_db
@@ -118,7 +89,7 @@ def test_with_temporal_down_every_page_renders_the_last_snapshot_and_says_so(
     cast: dict[str, Any], temporal_down: Any
 ) -> None:
     snapshot_rows()
-    client = login(cast["oscar"])
+    client = logged_in(cast["oscar"])
     for url in pages():
         response = client.get(url)
         assert response.status_code == 200, url
@@ -143,18 +114,18 @@ def test_with_temporal_down_every_page_renders_the_last_snapshot_and_says_so(
 @pytest.mark.django_db
 def test_the_overview_refreshes_its_figures_through_htmx(cast: dict[str, Any], temporal_down: Any) -> None:
     snapshot_rows()
-    response = login(cast["oscar"]).get(reverse("monitoring:overview"), headers={"HX-Request": "true"})
+    response = logged_in(cast["oscar"]).get(reverse("monitoring:overview"), headers={"HX-Request": "true"})
     html = response.content.decode()
     assert response.status_code == 200 and html.lstrip().startswith('<div id="health-region"')
     assert "<html" not in html and "PaymentWorkflow" in html
-    page = login(cast["oscar"]).get(reverse("monitoring:overview")).content.decode()
+    page = logged_in(cast["oscar"]).get(reverse("monitoring:overview")).content.decode()
     assert "tollgate:changed[detail.event=='monitoring']" in page and 'hx-select="#health-region"' in page
 
 
 @pytest.mark.django_db
 def test_the_audit_log_is_read_only_in_the_admin(cast: dict[str, Any]) -> None:
     entry = ActionLog.objects.create(username="oscar", action="terminate", workflow_id="pay-9", reason="stuck", ok=True)
-    admin = login(cast["admin"])
+    admin = logged_in(cast["admin"])
     listing = admin.get(reverse("admin:monitoring_actionlog_changelist")).content.decode()
     assert "pay-9" in listing and "oscar" in listing
     assert admin.get(reverse("admin:monitoring_actionlog_add")).status_code == 403
@@ -164,14 +135,14 @@ def test_the_audit_log_is_read_only_in_the_admin(cast: dict[str, Any]) -> None:
 
 @pytest.mark.django_db
 def test_before_any_snapshot_the_overview_says_none_was_taken(cast: dict[str, Any], temporal_down: Any) -> None:
-    html = login(cast["oscar"]).get(reverse("monitoring:overview")).content.decode()
+    html = logged_in(cast["oscar"]).get(reverse("monitoring:overview")).content.decode()
     assert "none has been taken yet" in html or "not taken yet" in html
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.integration
 def test_a_malformed_query_shows_the_servers_message(cast: dict[str, Any], temporal_settings: Any) -> None:
-    client = login(cast["oscar"])
+    client = logged_in(cast["oscar"])
     response = client.get(reverse("monitoring:executions"), {"q": "WorkflowType = = 'x' ORDER"})
     assert response.status_code == 400
     html = response.content.decode()
@@ -187,7 +158,7 @@ def test_the_explorer_pages_with_the_servers_token(
 ) -> None:
     ids = [start(own_server.address, sample_worker.task_queue, "MonMixWorkflow", {"mode": "hang"}) for _ in range(3)]
     monkeypatch.setattr("monitoring.views.PAGE_SIZE", 2)
-    client = login(cast["oscar"])
+    client = logged_in(cast["oscar"])
     url = reverse("monitoring:executions")
     eventually(lambda: client.get(url, {"format": "json"}).json()["total"] == 3)
     first = client.get(url, {"type": "MonMixWorkflow", "format": "json"}).json()
@@ -230,7 +201,7 @@ def test_the_explorer_sorts_the_page_by_a_column_either_way(
     slow = start(address, queue, "MonMixWorkflow", {"mode": "ok", "seconds": 1.5})
     running = start(address, queue, "MonMixWorkflow", {"mode": "hang"})
     closed(address, quick), closed(address, slow)
-    client = login(cast["oscar"])
+    client = logged_in(cast["oscar"])
     url = reverse("monitoring:executions")
 
     def order(sort: str) -> list[str]:
@@ -265,7 +236,7 @@ def test_the_explorers_total_is_cached_a_few_seconds_and_its_rows_are_live(
 
     address, queue = own_server.address, sample_worker.task_queue
     first = start(address, queue, "MonMixWorkflow", {"mode": "hang"})
-    client = login(cast["oscar"])
+    client = logged_in(cast["oscar"])
     url = reverse("monitoring:executions")
     eventually(lambda: client.get(url, {"format": "json"}).json()["total"] == 1)
     own_settings.MONITORING_LIVE_CACHE_SECONDS = 60
@@ -296,7 +267,7 @@ def test_actions_are_confirmed_permission_checked_and_audited(
     run_id = describe(address, workflow_id).run_id
     detail_url = reverse("monitoring:execution", args=[workflow_id, run_id])
     act_url = reverse("monitoring:act", args=[workflow_id, run_id])
-    oscar = login(cast["oscar"])
+    oscar = logged_in(cast["oscar"])
 
     page = oscar.get(detail_url).content.decode()
     assert 'id="actions"' in page and "<script>x</script>" not in page and "&lt;script&gt;" in page
@@ -372,7 +343,7 @@ def test_trends_draw_throughput_failure_rate_and_durations_from_the_snapshot(
             start_time=now - timedelta(minutes=minutes, seconds=seconds), close_time=now - timedelta(minutes=minutes),
             duration=seconds,
         )  # fmt: skip
-    client = login(cast["oscar"])
+    client = logged_in(cast["oscar"])
     data = client.get(reverse("monitoring:trends"), {"window": "1h", "format": "json"}).json()
     assert sum(p["closed"] for p in data["series"]) == 4 and sum(p["failed"] for p in data["series"]) == 1
     assert data["durations"]["PaymentWorkflow"]["< 1s"] == 1 and data["durations"]["PaymentWorkflow"]["10s-1m"] == 2
@@ -387,7 +358,7 @@ def test_pending_shows_running_by_age_and_approval_figures(cast: dict[str, Any],
     late.due_at = timezone.now() - timedelta(hours=1)
     late.save(update_fields=["due_at"])
     pending_task("On time", requester=cast["alice"])
-    data = login(cast["oscar"]).get(reverse("monitoring:pending"), {"format": "json"}).json()
+    data = logged_in(cast["oscar"]).get(reverse("monitoring:pending"), {"format": "json"}).json()
     assert data["running"][0]["workflow_type"] == "PaymentWorkflow" and data["running"][0]["ages"] == [0, 1, 0, 0]
     assert data["approvals"]["per_group"] == [{"group": "approvers", "pending": 2, "overdue": 1}]
     assert data["approvals"]["per_policy"] == [{"policy": "(none)", "pending": 2, "overdue": 1}]

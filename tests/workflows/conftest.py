@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
-from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import time_skipping_server_path
+# record_history is re-exported for tests on other branches that import it from here.
+from tests.support.temporal import record_history, time_skipping_server_path  # noqa: F401
 from workflows.worker import build_worker
 
 
@@ -35,15 +32,3 @@ async def queue(env: WorkflowEnvironment) -> AsyncIterator[str]:
     with ThreadPoolExecutor(max_workers=4) as executor:
         async with build_worker(env.client, executor, task_queue=name):
             yield name
-
-
-HISTORIES = Path(__file__).parent / "histories"
-
-
-async def record_history(handle: WorkflowHandle[Any, Any], name: str) -> None:
-    """With RECORD_HISTORIES=1, keep a workflow's history as a replay fixture
-    (tests/workflows/test_replay.py replays every one on the current code)."""
-    if os.environ.get("RECORD_HISTORIES") != "1":
-        return
-    history = await handle.fetch_history()
-    (HISTORIES / f"{name}.json").write_text(history.to_json())

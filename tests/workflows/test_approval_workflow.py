@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import re
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,28 +16,22 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask, AuditEntry, Notification
-from tests.conftest import make_policy
+from tests.support.data import make_policy
+from tests.support.temporal import StartedWorkflows, decision, registered, task_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-_started: list[WorkflowHandle[Any, Any]] = []
-HISTORIES = Path(__file__).parent / "histories"
+_started = StartedWorkflows()
 
 
 @pytest.fixture(autouse=True)
 async def _record_histories(request: pytest.FixtureRequest, env: WorkflowEnvironment) -> AsyncIterator[None]:
     """With RECORD_HISTORIES=1, keep each workflow's history as a replay fixture
     (tests/workflows/test_replay.py replays them on the current code)."""
-    _started.clear()
+    _started.handles.clear()
     yield
-    if os.environ.get("RECORD_HISTORIES") != "1":
-        return
-    HISTORIES.mkdir(exist_ok=True)
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower()).strip("-")
-    for number, handle in enumerate(_started, start=1):
-        history = await handle.fetch_history()
-        (HISTORIES / f"{name}-{number}.json").write_text(history.to_json())
+    await _started.record(request.node.name)
 
 
 async def start(env: WorkflowEnvironment, queue: str, **fields: Any) -> WorkflowHandle[Any, Any]:
@@ -47,35 +39,7 @@ async def start(env: WorkflowEnvironment, queue: str, **fields: Any) -> Workflow
     handle = await env.client.start_workflow(
         "ApprovalWorkflow", request, id=f"approval-{request['request_id']}", task_queue=queue
     )
-    _started.append(handle)
-    return handle
-
-
-def decision(user: str, choice: str = "approve", comment: str = "", decision_id: str | None = None) -> dict[str, str]:
-    return {"decision": choice, "user": user, "comment": comment, "decision_id": decision_id or uuid.uuid4().hex}
-
-
-async def registered(handle: WorkflowHandle[Any, Any]) -> ApprovalTask:
-    """Wait until the read model has the task (the register activity ran)."""
-    for _ in range(200):
-        status = await handle.query("status")
-        if status["level"] >= 1:
-            task = await sync_to_async(ApprovalTask.objects.filter(workflow_id=handle.id, status="pending").first)()
-            if task:
-                return task
-        await _tick()
-    raise AssertionError("task never registered")
-
-
-async def _tick() -> None:
-    import asyncio
-
-    await asyncio.sleep(0.05)
-
-
-@sync_to_async
-def task_row(workflow_id: str) -> ApprovalTask:
-    return ApprovalTask.objects.get(workflow_id=workflow_id)
+    return _started.add(handle)
 
 
 @sync_to_async
@@ -215,7 +179,7 @@ async def test_ineligible_and_malformed_decisions_are_recorded_and_ignored(env, 
         status = await handle.query("status")
         if len([e for e in status["events"] if e["type"] == "ignored"]) == 5:
             break
-        await _tick()
+        await asyncio.sleep(0.05)
     await handle.signal("decide", decision("bob", decision_id="bob"))
     result = await handle.result()
     assert (result["decided_by"], result["decision_id"]) == ("bob", "bob")

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
-from tests.workflows.conftest import record_history
+from tests.support.temporal import record_history
 from workflows.reference.campaign import shares
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,7 +16,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from approvals.models import ApprovalTask, Decision
 from approvals.services import deliver_outbox
-from tests.conftest import DevServer, WorkerThread, eventually, run_async
+from tests.support.temporal import DevServer, WorkerThread, eventually, run_async
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 

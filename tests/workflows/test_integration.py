@@ -3,46 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import threading
 import uuid
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 
 from approvals.models import ApprovalTask, Decision
 from approvals.services import deliver_outbox
-from tests.conftest import TEMPORAL_CLI, DevServer, WorkerThread, eventually, make_policy, workflow_result
+from tests.support.data import make_policy, pending_task
+from tests.support.temporal import (
+    TEMPORAL_CLI,
+    DevServer,
+    WorkerThread,
+    eventually,
+    registered_task,
+    start_with_cli,
+    workflow_result,
+)
+from tests.support.web import logged_in
 from workflows.worker import relay_outbox
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 
-def logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def inbox_of(user: Any) -> str:
     return logged_in(user).get(reverse("approvals:inbox")).content.decode()
-
-
-def start_with_cli(address: str, task_queue: str, request: dict[str, Any]) -> str:
-    workflow_id = f"approval-{request['request_id']}"
-    subprocess.run(
-        [str(TEMPORAL_CLI), "workflow", "start", "--address", address, "--type", "ApprovalWorkflow",
-         "--task-queue", task_queue, "--workflow-id", workflow_id, "--input", json.dumps(request)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return workflow_id
-
-
-def registered_task(workflow_id: str) -> ApprovalTask:
-    return eventually(lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").first())
 
 
 def test_a_request_from_the_form_reaches_the_right_inbox(cast: dict[str, Any], worker: WorkerThread) -> None:
@@ -206,7 +194,6 @@ def _hours(n: int) -> Any:
 def test_the_relay_skips_a_decision_temporal_refuses_and_delivers_the_rest(
     cast: dict[str, Any], worker: WorkerThread, dev_server: DevServer
 ) -> None:
-    from tests.conftest import pending_task
 
     ghost = pending_task("Ghost", requester=cast["alice"])  # no such workflow on the server
     request = {"request_id": uuid.uuid4().hex[:8], "title": "Real", "requested_by": "alice"}

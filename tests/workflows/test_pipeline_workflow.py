@@ -4,13 +4,10 @@ the real child ApprovalWorkflow and its read model."""
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,26 +18,21 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
+from tests.support.temporal import StartedWorkflows
 from workflows.reference.pipeline import resumed_progress
 from workflows.worker import build_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HISTORIES = Path(__file__).parent / "histories"
-_started: list[WorkflowHandle[Any, Any]] = []
+_started = StartedWorkflows(prefix="pipeline-")
 
 
 @pytest.fixture(autouse=True)
 async def _record_histories(request: pytest.FixtureRequest, env: WorkflowEnvironment) -> AsyncIterator[None]:
     """With RECORD_HISTORIES=1, keep each pipeline's history for tests/workflows/test_replay.py."""
-    _started.clear()
+    _started.handles.clear()
     yield
-    if os.environ.get("RECORD_HISTORIES") != "1":
-        return
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_").lower()).strip("-")
-    for number, handle in enumerate(_started, start=1):
-        history = await handle.fetch_history()
-        (HISTORIES / f"pipeline-{name}-{number}.json").write_text(history.to_json())
+    await _started.record(request.node.name)
 
 
 async def start(env: WorkflowEnvironment, queue: str, **fields: Any) -> WorkflowHandle[Any, Any]:
@@ -55,8 +47,7 @@ async def start(env: WorkflowEnvironment, queue: str, **fields: Any) -> Workflow
     handle = await env.client.start_workflow(
         "DeploymentPipelineWorkflow", deployment, id=f"deploy-{deployment['deployment_id']}", task_queue=queue
     )
-    _started.append(handle)
-    return handle
+    return _started.add(handle)
 
 
 async def gate(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, Any]:

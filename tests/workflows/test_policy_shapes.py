@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 
 from approvals import policies, services
 from approvals.models import AuditEntry, Delegation, Notification, Policy, RoutingRule
-from tests.conftest import make_policy
-from tests.workflows.test_approval_workflow import decision, registered, task_row
+from tests.support.data import make_policy
+from tests.support.temporal import decision, registered, task_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
 from monitoring.snapshot import SNAPSHOT_SCHEDULE_ID
-from tests.conftest import DevServer, WorkerThread, eventually, run_async, workflow_result
-from tests.workflows.conftest import record_history
+from tests.support.data import test_database_url
+from tests.support.temporal import DevServer, WorkerThread, eventually, record_history, run_async, workflow_result
 from workflows.models import LedgerEntry
 from workflows.reference.saga import LedgerInput, charge_payment, release_hold, reserve_inventory
 
@@ -340,8 +340,6 @@ def test_a_saga_whose_worker_process_is_killed_mid_step_finishes_on_a_new_worker
     heartbeats (and the sticky queue's timeout), and a new worker resumes from the last completed
     step: the reservations and the charge are not run again."""
     from temporalio.client import Client
-
-    from tests.conftest import test_database_url
 
     queue = temporal_settings.TEMPORAL_TASK_QUEUE
     order_id = uuid.uuid4().hex[:8]

@@ -16,9 +16,10 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from tests.support.temporal import HISTORIES as HISTORY_DIR
 from workflows.worker import WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted(HISTORY_DIR.glob("*.json"))
 
 
 def test_there_are_recorded_histories() -> None:

@@ -11,8 +11,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from approvals.models import ApprovalTask
-from tests.approvals.test_start_workflow import started_event
-from tests.conftest import DevServer, WorkerThread, eventually, free_port, run_async, workflow_result
+from config.ports import free_port
+from tests.support.temporal import DevServer, WorkerThread, eventually, run_async, started_event, workflow_result
 
 pytestmark = pytest.mark.django_db
 
