@@ -19,8 +19,8 @@ from django.test import Client
 from django.urls import reverse
 from temporalio.client import Client as TemporalClient
 
-from tests.monitoring.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
-from tests.monitoring.waiting_workflows import WAITING_ACTIVITIES, WAITING_WORKFLOWS
+from tests.support.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
+from tests.support.waiting_workflows import WAITING_ACTIVITIES, WAITING_WORKFLOWS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 

@@ -22,8 +22,8 @@ from temporalio.client import Client as TemporalClient
 from approvals.models import ApprovalTask
 from monitoring.models import Execution
 from monitoring.snapshot import refresh_snapshot
-from tests.monitoring.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
-from tests.monitoring.waiting_workflows import WAITING_ACTIVITIES, WAITING_WORKFLOWS
+from tests.support.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
+from tests.support.waiting_workflows import WAITING_ACTIVITIES, WAITING_WORKFLOWS
 from workflows import client as temporal
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]

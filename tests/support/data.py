@@ -47,8 +47,10 @@ def build_cast() -> dict[str, Any]:
         name="Standard",
         description="Approvers have a day, then managers two more; nobody deciding expires the request.",
         final_action=Policy.FinalAction.EXPIRE,
-        is_default=not Policy.objects.filter(is_default=True).exists(),
     )
+    # The default in the tests, in place of the one-level policy a fresh database ships (migration 0007).
+    Policy.objects.filter(is_default=True).update(is_default=False)
+    Policy.objects.filter(pk=standard.pk).update(is_default=True)
     _level(standard, 1, "approvers", timedelta(days=1), timedelta(hours=4))
     _level(standard, 2, "managers", timedelta(days=2), timedelta(days=1))
     quick = Policy.objects.create(

@@ -149,14 +149,16 @@ class WorkerThread:
     async def _main(self) -> None:
         from temporalio.client import Client
 
-        from workflows.worker import build_worker
+        from workflows.worker import build_worker, ensure_search_attributes
 
         self.loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
         try:
             client = await Client.connect(self.address)
+            # As run_worker does: the approvals it runs keep their search attributes current.
+            search_attributes = await ensure_search_attributes(client)
             with ThreadPoolExecutor(max_workers=8) as executor:
-                worker = build_worker(client, executor, task_queue=self.task_queue)
+                worker = build_worker(client, executor, task_queue=self.task_queue, search_attributes=search_attributes)
                 async with worker:
                     self.ready.set()
                     await self.stop_event.wait()
