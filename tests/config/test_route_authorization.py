@@ -115,6 +115,16 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
         "GET": MONITORING_NOT_POST,
         "POST": row(403, operator=302, admin=302),
     },
+    # The queries a run declares (loaded by htmx) and running one: operators only; an empty query
+    # name is refused (400).
+    "monitoring/^executions/(?P<workflow_id>.+)/(?P<run_id>[0-9A-Za-z-]{1,64})/queries/$": {
+        "GET": MONITORING,
+        "POST": MONITORING_NOT_POST,
+    },
+    "monitoring/^executions/(?P<workflow_id>.+)/(?P<run_id>[0-9A-Za-z-]{1,64})/query/$": {
+        "GET": MONITORING_NOT_POST,
+        "POST": row(403, operator=400, admin=400),
+    },
     # Prometheus: a bearer token or an allowed address, never a login (this test's address is not allowed).
     "metrics": {"GET": public(403), "POST": public(405)},
     # Django's admin: staff only; its own login page for everyone else.
@@ -153,7 +163,7 @@ def path_for(route: str, ids: dict[str, str]) -> str:
         route = route.replace("<int:pk>", pk)
     route = route.replace("<slug:kind>", "order")
     if "(?P<workflow_id>" in route:
-        tail = "act/" if route.endswith("/act/$") else ""
+        tail = next((f"{end}/" for end in ("act", "queries", "query") if route.endswith(f"/{end}/$")), "")
         route = f"monitoring/executions/{ids['workflow_id']}/{ids['run_id']}/{tail}"
     assert "<" not in route and "(?P" not in route, f"fill the parameters of {route}"
     return "/" + route
