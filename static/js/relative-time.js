@@ -5,11 +5,11 @@
 (function () {
   "use strict";
   function phrase(ms) {
-    var seconds = Math.round(Math.abs(ms) / 1000), count, unit;
+    var seconds = Math.abs(ms) / 1000, count = Math.round(seconds / 60), unit = "minute";
     if (seconds < 45) return ms > 0 ? "in a moment" : "just now";
-    if (seconds < 3600) { count = Math.round(seconds / 60); unit = "minute"; }
-    else if (seconds < 86400) { count = Math.round(seconds / 3600); unit = "hour"; }
-    else { count = Math.round(seconds / 86400); unit = "day"; }
+    // Rounded first, then the unit chosen, so 59 min 59 s reads "1 hour", never "60 minutes".
+    if (count >= 60) { count = Math.round(seconds / 3600); unit = "hour"; }
+    if (unit === "hour" && count >= 24) { count = Math.round(seconds / 86400); unit = "day"; }
     var text = count + " " + unit + (count === 1 ? "" : "s");
     return ms > 0 ? "in " + text : text + " ago";
   }
