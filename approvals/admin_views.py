@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -212,7 +213,8 @@ def out_of_office(request: AuthenticatedRequest) -> HttpResponse:
         delegation.save()
         added = services.apply_delegation(delegation=delegation)
         messages.success(
-            request, f"{delegation.delegate} stands in for {delegation.user}; added to {added} open task(s)."
+            request,
+            f"{delegation.delegate} stands in for {delegation.user}; added to {added} open task{pluralize(added)}.",
         )
         return redirect("approvals:away")
     delegations = Delegation.objects.select_related("user", "delegate").filter(ends_on__gte=timezone.localdate())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
@@ -20,6 +20,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from approvals.durations import MAX_DAYS, MAX_SECONDS
 
@@ -432,6 +433,13 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} {self.message}"
 
+    @property
+    def recorded_due_at(self) -> datetime | None:
+        """A deadline the entry holds as data (a policy push's), for the page to show in the viewer's
+        zone; messages never bake a time in, since they are hashed and read in every zone."""
+        raw = self.record.get("due_at") if isinstance(self.record, dict) else None
+        return parse_datetime(raw) if isinstance(raw, str) else None
+
 
 class Notification(models.Model):
     """One row per notification event, so a retried activity never mails twice."""
@@ -553,3 +561,34 @@ class Delegation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.delegate} ({self.starts_on}–{self.ends_on})"
+
+
+class MailPreference(models.Model):
+    """How a user wants to hear of tasks waiting for them; no row means immediate mail."""
+
+    class Delivery(models.TextChoices):
+        IMMEDIATE = "immediate", "A mail for each new task, reminder and escalation"
+        DIGEST = "digest", "One mail a day listing my open tasks"
+        NONE = "none", "No mail"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_preference")
+    delivery = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.IMMEDIATE)
+    # The day (in TIME_ZONE) of the last digest sent, so a retried digest activity mails each user once a day.
+    last_digest_on = models.DateField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.delivery}"
+
+
+class MailLinkUse(models.Model):
+    """A mailed Approve/Reject link that was used. Each link carries a random nonce; the unique
+    constraint makes it work once, even for two clicks at the same moment."""
+
+    nonce = models.CharField(max_length=40, unique=True)
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    choice = models.CharField(max_length=10)
+    used_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.choice} {self.task} (mail link)"

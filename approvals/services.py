@@ -16,18 +16,18 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
-from django.template.loader import render_to_string
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from approvals import audit, live
+from approvals import audit, live, mail
 from approvals.models import (
     ApprovalTask,
     Decision,
     Delegation,
+    MailPreference,
     Notification,
     Policy,
     PolicyLevel,
@@ -46,6 +46,8 @@ from workflows.types import (
 )
 
 log = logging.getLogger(__name__)
+# A digest lists at most this many tasks (soonest due first); the inbox has the rest.
+DIGEST_MAX_TASKS = 50
 
 
 def _when(value: str) -> datetime:
@@ -93,10 +95,25 @@ def assign_delegates(*, task: ApprovalTask, level: int, at: datetime) -> int:
 
 
 def _audit(
-    task: ApprovalTask, *, key: str, kind: str, at: datetime, actor: str = "", level: int | None, message: str
+    task: ApprovalTask,
+    *,
+    key: str,
+    kind: str,
+    at: datetime,
+    actor: str = "",
+    level: int | None,
+    message: str,
+    record: dict[str, Any] | None = None,
 ) -> None:
     audit.append_entry(
-        task=task, event_key=f"{task.workflow_id}:{key}", kind=kind, at=at, actor=actor, level=level, message=message
+        task=task,
+        event_key=f"{task.workflow_id}:{key}",
+        kind=kind,
+        at=at,
+        actor=actor,
+        level=level,
+        message=message,
+        record=record,
     )
 
 
@@ -325,8 +342,11 @@ def apply_policy_change(*, data: PolicyChangeInput) -> None:
             at=at,
             actor=data.by,
             level=data.level,
+            # The deadline is data, shown in each viewer's zone; a time written into the (hashed)
+            # message would be the worker's zone, unnamed, beside the header's "due 23:20 CET".
             message=f"Now following policy {data.policy.name} version {data.policy.version}, "
-            f"pushed by {data.by or 'an admin'}; level {data.level} due {_hhmm(task.due_at)}",
+            f"pushed by {data.by or 'an admin'}",
+            record={"due_at": audit.iso_utc(task.due_at)},
         )
         live.task_changed(task, "policy")
 
@@ -429,19 +449,36 @@ def _describe(level: LevelSnapshot) -> str:
     return ", ".join(parts) or "nobody"
 
 
-def recipients_for(task: ApprovalTask, level: int, *, only_level: bool) -> list[str]:
+def recipients_for(task: ApprovalTask, level: int, *, only_level: bool) -> list[User]:
+    """Each approver once for one event, however many ways they are assigned (directly, through
+    several groups, at several levels): active, with an address, not the requester (who may not
+    decide) and not someone who has already decided."""
     assignments = task.assignments.filter(level=level) if only_level else task.assignments.filter(level__lte=level)
-    users = User.objects.filter(is_active=True).exclude(email="")
-    direct = users.filter(pk__in=assignments.exclude(user=None).values("user"))
-    via_groups = users.filter(groups__in=assignments.exclude(group=None).values("group"))
-    return sorted({u.email for u in direct} | {u.email for u in via_groups})
+    reached = Q(pk__in=assignments.exclude(user=None).values("user")) | Q(
+        groups__in=assignments.exclude(group=None).values("group")
+    )
+    users = User.objects.filter(reached, is_active=True).exclude(email="").exclude(pk__in=task.decisions.values("user"))
+    if task.requester_id is not None:
+        users = users.exclude(pk=task.requester_id)
+    return list(users.distinct().order_by("username"))
+
+
+def wants_immediate_mail(user: User) -> bool:
+    preference = MailPreference.objects.filter(user=user).first()
+    return preference is None or preference.delivery == MailPreference.Delivery.IMMEDIATE
 
 
 def send_notification(*, data: NotifyInput) -> bool:
-    """Mail the approvers about one event, once. Returns False when already sent."""
+    """Mail the approvers about one event: one mail per approver (with links that decide as them),
+    once. Returns False when already sent.
+
+    The ``Notification`` row (one per event key) is locked while mailing and lists the addresses
+    already mailed; when the mail server fails half-way, that progress is kept and the error raised
+    after, so the activity's retry mails only those still missing."""
     task = ApprovalTask.objects.get(workflow_id=data.workflow_id)
     if task.status != ApprovalTask.Status.PENDING:
         return False
+    failure: Exception | None = None
     with transaction.atomic():
         note, _ = Notification.objects.select_for_update().get_or_create(
             event_key=data.event_key, defaults={"task": task, "kind": data.kind}
@@ -449,32 +486,63 @@ def send_notification(*, data: NotifyInput) -> bool:
         if note.sent_at is not None:
             return False
         # A reminder goes to everyone who may decide; an escalation or first
-        # assignment to the level that was just added.
-        recipients = recipients_for(task, data.level, only_level=data.kind != "reminder")
-        if recipients:
-            context = {
-                "task": task,
-                "kind": data.kind,
-                "level": data.level,
-                "url": settings.TOLLGATE_BASE_URL + task.get_absolute_url(),
-            }
-            # A title from any client may hold a newline, which a mail header may not.
-            subject = " ".join(render_to_string("approvals/email/subject.txt", context).split())
-            body = render_to_string("approvals/email/body.txt", context)
-            send_mail(subject, body, None, recipients)
-        note.recipients = recipients
-        note.sent_at = timezone.now()
+        # assignment to the level that was just added. Users who chose a daily digest or no mail
+        # hear of it in their digest, or not at all.
+        recipients = [
+            user
+            for user in recipients_for(task, data.level, only_level=data.kind != "reminder")
+            if wants_immediate_mail(user)
+        ]
+        mailed = list(note.recipients)
+        for user in recipients:
+            if user.email in mailed:
+                continue  # an earlier attempt reached them
+            try:
+                mail.task_mail(task=task, user=user, kind=data.kind, level=data.level).send()
+            except Exception as exc:  # the mail server: keep what was sent, retry the rest
+                failure = exc
+                break
+            mailed.append(user.email)
+        note.recipients = mailed
+        if failure is None:
+            note.sent_at = timezone.now()
         note.save(update_fields=["recipients", "sent_at"])
+    if failure is not None:
+        raise failure
     if data.kind == "reminder":
+        count = len(note.recipients)
         _audit(
             task,
             key=f"reminder:{data.event_key}",
             kind="reminded",
             at=timezone.now(),
             level=data.level,
-            message=f"Reminder sent to {len(recipients)} approver(s)",
+            message=f"Reminder mailed to {count} approver{pluralize(count)}",
         )
     return True
+
+
+def send_digests(*, now: datetime | None = None) -> tuple[int, int]:
+    """The daily digest: each user who chose it gets one mail listing the open tasks they may
+    decide, at most once a day (``last_digest_on``), so a retried activity mails nobody twice.
+    Returns (mails sent, users with nothing open)."""
+    today = timezone.localdate(now or timezone.now())
+    due = MailPreference.objects.filter(delivery=MailPreference.Delivery.DIGEST, user__is_active=True).exclude(
+        user__email=""
+    )
+    sent = empty = 0
+    for preference in due.exclude(last_digest_on=today).select_related("user"):
+        user = preference.user
+        candidates = ApprovalTask.objects.visible_to(user).pending().select_related("policy").order_by("due_at", "pk")
+        mine = {d.task_id for d in Decision.objects.filter(user=user, task__in=candidates)}
+        tasks = [t for t in candidates[:DIGEST_MAX_TASKS] if t.pk not in mine and not t.decision_refusal(user)]
+        if tasks:
+            mail.digest_mail(user=user, tasks=tasks).send()
+            sent += 1
+        else:
+            empty += 1
+        MailPreference.objects.filter(pk=preference.pk).update(last_digest_on=today)
+    return sent, empty
 
 
 # ---- web side: requests ---------------------------------------------------------
@@ -557,7 +625,8 @@ class DecideResult:
 
 
 def _hhmm(moment: datetime | None) -> str:
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M") if moment else "an unknown time"
+    """A time for a message shown now: in the viewer's zone (the request's), with its name."""
+    return mail.when(moment)
 
 
 def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) -> DecideResult:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from approvals import admin_views, views
+from approvals import admin_views, mail_views, views
 
 app_name = "approvals"
 urlpatterns = [
@@ -11,6 +11,8 @@ urlpatterns = [
     path("requests/", views.my_requests, name="my_requests"),
     path("<int:pk>/", views.task_detail, name="detail"),
     path("<int:pk>/decide/", views.decide, name="decide"),
+    path("mail/<str:token>/", mail_views.mail_link, name="mail_link"),
+    path("settings/", mail_views.mail_settings, name="settings"),
     path("away/", admin_views.out_of_office, name="away"),
     path("policies/", admin_views.policy_list, name="policies"),
     path("policies/new/", admin_views.policy_edit, name="policy_new"),

@@ -12,7 +12,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -128,6 +128,57 @@ def env_redis(name: str) -> str:
     if value and urlparse(value).scheme not in {"redis", "rediss", "unix"}:
         raise ImproperlyConfigured(f"{name} must be a redis:// or rediss:// URL, got {value!r}")
     return value
+
+
+def env_email() -> dict[str, Any]:
+    """SMTP settings from ``EMAIL_URL`` (``smtp://user:pass@host:587/?tls=1``; ``smtps://`` or ``?ssl=1``
+    for implicit TLS; user and password percent-encoded) or from the usual ``EMAIL_HOST``,
+    ``EMAIL_PORT``, ``EMAIL_HOST_USER``, ``EMAIL_HOST_PASSWORD``, ``EMAIL_USE_TLS``, ``EMAIL_USE_SSL``.
+    Neither set: mail goes to the console (the worker's log), as under ``make run``. Parsed by hand:
+    four fields do not need a library, and each wrong part is named in the error."""
+    url = os.environ.get("EMAIL_URL", "").strip()
+    host = os.environ.get("EMAIL_HOST", "").strip()
+    console = {"EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}
+    if url and host:
+        raise ImproperlyConfigured("EMAIL_URL and EMAIL_HOST are both set: set one of them")
+    if not url and not host:
+        return console
+    smtp = {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend"}
+    if host:
+        if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
+            raise ImproperlyConfigured(f"EMAIL_HOST must be a host name or address, got {host!r}")
+        tls, ssl = env_bool("EMAIL_USE_TLS", False), env_bool("EMAIL_USE_SSL", False)
+        if tls and ssl:
+            raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are both true: choose one")
+        port = env_int("EMAIL_PORT", 465 if ssl else 25, minimum=1, maximum=65535)
+        return {
+            **smtp, "EMAIL_HOST": host, "EMAIL_PORT": port, "EMAIL_HOST_USER": env_str("EMAIL_HOST_USER", ""),
+            "EMAIL_HOST_PASSWORD": env_str("EMAIL_HOST_PASSWORD", ""), "EMAIL_USE_TLS": tls, "EMAIL_USE_SSL": ssl,
+        }  # fmt: skip
+    shown = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", url)  # never print the password
+    parts = urlparse(url)
+    if parts.scheme not in {"smtp", "smtps"}:
+        raise ImproperlyConfigured(f"EMAIL_URL must be an smtp:// or smtps:// URL, got {shown!r}")
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"EMAIL_URL has a port that is not a number from 0 to 65535: {shown!r}") from None
+    if not parts.hostname:
+        raise ImproperlyConfigured(f"EMAIL_URL names no host: {shown!r}")
+    options: dict[str, bool] = {}
+    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if key not in {"tls", "ssl"} or len(values) != 1 or values[0].lower() not in {"1", "0", "true", "false"}:
+            raise ImproperlyConfigured(f"EMAIL_URL accepts only ?tls=1 or ?ssl=1 (1/0/true/false), got {shown!r}")
+        options[key] = values[0].lower() in {"1", "true"}
+    ssl = parts.scheme == "smtps" or options.get("ssl", False)
+    tls = options.get("tls", False)
+    if tls and ssl:
+        raise ImproperlyConfigured(f"EMAIL_URL asks for both tls and ssl: choose one, got {shown!r}")
+    return {
+        **smtp, "EMAIL_HOST": parts.hostname, "EMAIL_PORT": url_port or (465 if ssl else 25),
+        "EMAIL_HOST_USER": unquote(parts.username or ""), "EMAIL_HOST_PASSWORD": unquote(parts.password or ""),
+        "EMAIL_USE_TLS": tls, "EMAIL_USE_SSL": ssl,
+    }  # fmt: skip
 
 
 def local_secret_key() -> str:
@@ -260,9 +311,24 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Mail: SMTP from EMAIL_URL or EMAIL_HOST..., else the console (see env_email); DJANGO_EMAIL_BACKEND
+# still names any other backend outright.
+_EMAIL = env_email()
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", _EMAIL.pop("EMAIL_BACKEND"))
+EMAIL_HOST = _EMAIL.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = _EMAIL.get("EMAIL_PORT", 25)
+EMAIL_HOST_USER = _EMAIL.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _EMAIL.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _EMAIL.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _EMAIL.get("EMAIL_USE_SSL", False)
+# A mail server that hangs must not outlive the notification activity's one-minute timeout.
+EMAIL_TIMEOUT = 20
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "tollgate@localhost")
 TOLLGATE_BASE_URL = env_str("TOLLGATE_BASE_URL", f"http://127.0.0.1:{PORT}")
+# Approve/Reject links in mails are signed and expire after this many hours (approvals/mail.py).
+TOLLGATE_MAIL_LINK_MAX_AGE = timedelta(hours=env_int("TOLLGATE_MAIL_LINK_HOURS", 72, minimum=1, maximum=24 * 90))
+# The daily digest (for users who chose it) goes out at this hour of TIME_ZONE.
+TOLLGATE_DIGEST_HOUR = env_int("TOLLGATE_DIGEST_HOUR", 7, maximum=23)
 
 # Temporal
 TEMPORAL_ADDRESS = env_host_port("TEMPORAL_ADDRESS", "127.0.0.1:7233")

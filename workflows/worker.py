@@ -37,6 +37,8 @@ from temporalio.worker import (
 )
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from approvals import digest
+from approvals import digest_workflow as approval_digest_workflows
 from config import tracing
 from monitoring import snapshot
 from monitoring import workflows as monitoring_workflows
@@ -50,8 +52,18 @@ from workflows.workflows import ApprovalWorkflow
 log = logging.getLogger(__name__)
 # Every feature folder exports its own WORKFLOWS and ACTIVITIES (as PostHog's do); the worker
 # registers them all on one task queue.
-WORKFLOWS: Sequence[type] = [ApprovalWorkflow, *monitoring_workflows.WORKFLOWS, *reference.WORKFLOWS]
-ACTIVITIES: Sequence[Callable[..., Any]] = [*activities.ACTIVITIES, *snapshot.ACTIVITIES, *reference.ACTIVITIES]
+WORKFLOWS: Sequence[type] = [
+    ApprovalWorkflow,
+    *approval_digest_workflows.WORKFLOWS,
+    *monitoring_workflows.WORKFLOWS,
+    *reference.WORKFLOWS,
+]
+ACTIVITIES: Sequence[Callable[..., Any]] = [
+    *activities.ACTIVITIES,
+    *digest.ACTIVITIES,
+    *snapshot.ACTIVITIES,
+    *reference.ACTIVITIES,
+]
 # The sandbox re-imports a workflow's modules for every workflow run it starts; the approval
 # contract's types and the input checks (``workflows.types``, ``workflows.parsing``: stdlib-only
 # frozen dataclasses and pure parsers, no state) are passed through instead, imported once:

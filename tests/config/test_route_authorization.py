@@ -83,6 +83,10 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     "approvals/decisions/": {"GET": SIGNED_IN_PAGE, "POST": NOT_POST},
     "approvals/requests/": {"GET": SIGNED_IN_PAGE, "POST": NOT_POST},
     "approvals/away/": {"GET": SIGNED_IN_PAGE, "POST": SIGNED_IN_PAGE},
+    "approvals/settings/": {"GET": SIGNED_IN_PAGE, "POST": SIGNED_IN_PAGE},
+    # A mailed Approve/Reject link needs no login: the signed token names its recipient. One that is
+    # not valid is refused for everyone (tests/approvals/test_mail_refusals.py has the valid ones).
+    "approvals/mail/<str:token>/": {"GET": public(400), "POST": public(400)},
     # alice's task, assigned to bob's group at level 1: carol (level 2, not reached) and dave see
     # nothing (404, not 403: no hint that it exists); operators and admins see every task.
     "approvals/<int:pk>/": {"GET": row(200, carol=404, dave=404), "POST": row(405)},
@@ -161,7 +165,7 @@ def path_for(route: str, ids: dict[str, str]) -> str:
     if "<int:pk>" in route:
         pk = ids["policy"] if route.startswith("approvals/policies/") else ids["task"]
         route = route.replace("<int:pk>", pk)
-    route = route.replace("<slug:kind>", "order")
+    route = route.replace("<slug:kind>", "order").replace("<str:token>", "not-a-signed-link")
     if "(?P<workflow_id>" in route:
         tail = next((f"{end}/" for end in ("act", "queries", "query") if route.endswith(f"/{end}/$")), "")
         route = f"monitoring/executions/{ids['workflow_id']}/{ids['run_id']}/{tail}"

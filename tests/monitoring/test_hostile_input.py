@@ -158,7 +158,7 @@ def test_the_stuck_threshold_is_kept_between_a_minute_and_ten_years(
     if as_json:
         assert body["threshold_minutes"] == threshold
     else:
-        assert f"No progress for more than {threshold} minutes" in body
+        assert f"No progress for more than {threshold} minute{'' if threshold == 1 else 's'}," in body
 
 
 # ---- every page, with parameters it does not know; /metrics -------------------------------------------

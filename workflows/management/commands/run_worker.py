@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from approvals.digest import ensure_digest_schedule
 from config.tracing import setup_tracing
 from monitoring.snapshot import ensure_snapshot_schedule
 from workflows import client as temporal
@@ -58,6 +59,10 @@ class Command(BaseCommand):
                     await ensure_snapshot_schedule(client)
                 except Exception:  # monitoring must never keep approvals from running
                     log.exception("could not create the monitoring snapshot schedule")
+                try:
+                    await ensure_digest_schedule(client)
+                except Exception:  # nor must the digest
+                    log.exception("could not create the mail digest schedule")
                 try:
                     search_attributes = await ensure_search_attributes(client)
                 except Exception:  # never keep approvals from running: they run without them
