@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('approvals', '0006_chain_existing_audit'),
+        ('approvals', '0007_default_policy'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
