@@ -264,6 +264,8 @@ def _pending_for(request: HttpRequest) -> tuple[str, str, str]:
     name = request.GET.get("pending_for", "").strip()[:150]
     if not name:
         return "", "", ""
+    if not services.storable(name):  # PostgreSQL could not even look the name up
+        return name, "", "Pending for: a NUL character is in no user's or group's name."
     try:
         return name, services.pending_for_query(name=name), ""
     except LookupError as exc:

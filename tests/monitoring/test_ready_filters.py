@@ -167,6 +167,8 @@ def test_ready_filters_say_how_to_create_the_attributes_then_list_exactly_the_ri
     page = oscar.get(reverse("monitoring:executions"), {"pending_for": "bob"}).content.decode()
     assert "ApprovalAssignees IN (&quot;bob&quot;, &quot;approvers&quot;)" in page  # the query box shows it
 
+    nul = oscar.get(reverse("monitoring:executions"), {"pending_for": "bob\x00"})
+    assert nul.status_code == 400 and "Pending for: a NUL character" in nul.content.decode()
     unknown = oscar.get(reverse("monitoring:executions"), {"pending_for": "ghost"})
     assert unknown.status_code == 400
     assert "Pending for: no user or group is named &#x27;ghost&#x27;." in unknown.content.decode()
