@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group
 from django.core.cache import cache
 from django.db.models import Count, F, Q, QuerySet, Window
 from django.db.models.functions import RowNumber
@@ -24,6 +27,7 @@ from monitoring import visibility
 from monitoring.models import ActionLog, Execution, WindowHealth
 from monitoring.workflows import SNAPSHOT_WORKFLOW
 from workflows import client as temporal
+from workflows.types import SEARCH_ATTRIBUTES
 
 log = logging.getLogger(__name__)
 CLOSED = ["completed", "failed", "timed_out", "canceled", "terminated"]
@@ -752,3 +756,197 @@ def trends(
     if snapshot_at is not None:
         cache.set(key, figures, settings.MONITORING_REFRESH_SECONDS * 2)
     return figures
+
+
+# ---- batch actions -----------------------------------------------------------------------
+
+BATCH_SAMPLE = 10
+RUNNING_ONLY = "ExecutionStatus = 'Running'"
+APPROVALS_ONLY = f"WorkflowType = '{APPROVAL_TYPE}'"
+NO_APPROVALS = f"WorkflowType != '{APPROVAL_TYPE}'"
+BATCH_ID_PREFIX = f"{SYSTEM_ID_PREFIX}batch-"  # hidden from the explorer with Tollgate's other own workflows
+
+
+def narrowed(query: str, clause: str) -> str:
+    """``query`` ANDed with one more clause; the operator's query in parentheses so an OR in it
+    cannot swallow the clause."""
+    return f"({query}) AND {clause}" if query.strip() else clause
+
+
+@dataclass
+class BatchPlan:
+    """What a batch would do to what: the job's own query (the operator's, narrowed), how many runs
+    it matches now and the first of them; or why it may not run."""
+
+    query: str
+    action: str
+    signal: str
+    job_query: str = ""
+    count: int = 0
+    sample: list[visibility.ExecutionInfo] = field(default_factory=list)
+    # An approval is cancelled as the operator: its own ``cancel`` signal naming them, as the single
+    # action does, never a Temporal cancellation request ("cancelled by nobody").
+    cancel_as_signal: bool = False
+    refusal: str = ""
+    # A cancel matching approvals and other runs is offered as two batches, one of each kind.
+    split: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_batch(*, query: str, action: str, signal: str = "") -> BatchPlan:
+    """The batch job's query, count and first rows, or the refusal. Cancel, terminate and signal
+    reach running runs only (a closed run has nothing to stop or tell), reset any run.
+
+    An approval's human signals carry a person's name: a batch sending one is refused while the
+    query matches any approval, and otherwise runs on the query with approvals left out, so an
+    approval started after the preview is not reached either. Raises ``visibility.BadQuery`` for a
+    query Temporal refuses and ``temporal.TemporalError`` when it cannot answer."""
+    plan = BatchPlan(query=query, action=action, signal=signal)
+    scope = query if action == ActionLog.Action.RESET else narrowed(query, RUNNING_ONLY)
+    plan.job_query = scope
+    if action == ActionLog.Action.SIGNAL and signal in APPROVAL_HUMAN_SIGNALS:
+        approvals = temporal.run(visibility.count, query=narrowed(scope, APPROVALS_ONLY))
+        if approvals:
+            plan.refusal = (
+                f"Refused: the query matches {approvals} running approval{'s' if approvals != 1 else ''}, and "
+                f"{signal!r} carries a person's name, so it is never sent by hand. Restrict the query to "
+                f"another WorkflowType ({NO_APPROVALS}); approvals are decided, cancelled and given new "
+                "policies from their own pages, as the person doing it."
+            )
+            return plan
+        plan.job_query = narrowed(scope, NO_APPROVALS)
+    elif action == ActionLog.Action.CANCEL:
+        approvals = temporal.run(visibility.count, query=narrowed(scope, APPROVALS_ONLY))
+        others = temporal.run(visibility.count, query=narrowed(scope, NO_APPROVALS))
+        if approvals and others:
+            plan.refusal = (
+                f"The query matches {approvals} running approval{'s' if approvals != 1 else ''} and {others} other "
+                "running workflows. Approvals are cancelled through their own cancel signal, in your name, the "
+                "others by a Temporal cancellation request, and Temporal runs one batch job at a time: cancel "
+                "them as two batches."
+            )
+            plan.split = [
+                {"label": f"Cancel the {approvals} approvals", "query": narrowed(query, APPROVALS_ONLY)},
+                {"label": f"Cancel the {others} other workflows", "query": narrowed(query, NO_APPROVALS)},
+            ]
+            return plan
+        plan.cancel_as_signal = bool(approvals)
+        plan.job_query = narrowed(scope, APPROVALS_ONLY if approvals else NO_APPROVALS)
+    plan.sample, _, plan.count = temporal.run(
+        visibility.list_page_and_count, query=plan.job_query, page_size=BATCH_SAMPLE, token=None
+    )
+    return plan
+
+
+@dataclass
+class BatchStart:
+    ok: bool
+    message: str
+    job_id: str = ""
+
+
+def start_batch_action(*, user: AbstractBaseUser, plan: BatchPlan, reason: str, arg: Any = None) -> BatchStart:
+    """Start the planned batch as a Temporal batch job and write its one audit row, whatever Temporal
+    answered; ``refresh_batch_audit`` later adds the final counts. The operator's username is the
+    job's identity, and the name an approval's cancel signal carries."""
+    username = user.get_username()
+    job_id = f"{BATCH_ID_PREFIX}{uuid.uuid4().hex[:16]}"
+    operation, signal, sent = plan.action, plan.signal, arg
+    if plan.cancel_as_signal:
+        operation, signal = "signal", "cancel"
+        sent = {"user": username, "reason": reason or "Cancelled by an operator from monitoring (batch)"}
+    detail: dict[str, Any] = {
+        "batch": {"job_id": job_id, "query": plan.query, "job_query": plan.job_query, "count": plan.count,
+                  "state": "", "total": None, "complete": None, "failure": None},
+    }  # fmt: skip
+    if operation == ActionLog.Action.SIGNAL:
+        detail.update({"signal": signal, "input": sent})
+    try:
+        temporal.run(
+            visibility.start_batch, job_id=job_id, query=plan.job_query,
+            reason=reason or f"{plan.action} by {username}", operation=operation,
+            identity=username, signal=signal, arg=sent,
+        )  # fmt: skip
+        detail["batch"]["state"] = "running"
+        noun = "approvals, in your name" if plan.cancel_as_signal else "workflows"
+        result = BatchStart(True, f"Batch job {job_id} started: {plan.action} {plan.count} {noun}.", job_id)
+    except visibility.BatchBusy:
+        result = BatchStart(False, "Temporal is already running a batch job in this namespace (it runs one at a "
+                                   "time): wait for it to finish, then try again.")  # fmt: skip
+    except temporal.TemporalError as exc:
+        result = BatchStart(False, f"Temporal refused the batch job: {exc}")
+    ActionLog.objects.create(
+        user_id=user.pk, username=username, action=plan.action, workflow_id="", run_id="", reason=reason,
+        detail=detail, ok=result.ok, message=result.message,
+    )  # fmt: skip
+    return result
+
+
+def record_batch_refusal(*, user: AbstractBaseUser, plan: BatchPlan, reason: str, arg: Any = None) -> None:
+    """A refused batch is audited too, as a refused single action is."""
+    ActionLog.objects.create(
+        user_id=user.pk, username=user.get_username(), action=plan.action, workflow_id="", run_id="", reason=reason,
+        detail={"batch": {"job_id": "", "query": plan.query, "count": None}, "signal": plan.signal, "input": arg,
+                "refused": True},
+        ok=False, message=plan.refusal,
+    )  # fmt: skip
+
+
+def refresh_batch_audit(*, job: visibility.BatchJob) -> None:
+    """Copy the job's state and counts onto its audit row (one UPDATE; a job Tollgate did not start has none)."""
+    for entry in ActionLog.objects.filter(detail__batch__job_id=job.job_id):
+        batch = entry.detail["batch"]
+        known = (batch.get("state"), batch.get("total"), batch.get("complete"), batch.get("failure"))
+        if known == (job.state, job.total, job.complete, job.failure):
+            continue
+        batch.update({"state": job.state, "total": job.total, "complete": job.complete, "failure": job.failure})
+        update = ["detail"]
+        if not job.running:
+            entry.ok = job.state == "completed" and not job.failure
+            entry.message = f"Batch job {job.state}: {job.complete} of {job.total} done, {job.failure} failed."
+            update += ["ok", "message"]
+        entry.save(update_fields=update)
+
+
+def batch_audit_rows(*, limit: int = 50) -> QuerySet[ActionLog]:
+    return ActionLog.objects.filter(detail__has_key="batch")[:limit]
+
+
+# ---- ready filters for approvals ---------------------------------------------------------
+
+ATTRIBUTES_CACHE_SECONDS = 60
+
+
+def missing_approval_attributes() -> list[str] | None:
+    """Tollgate's approval search attributes the namespace lacks ([] when it has them all), read
+    through the operator service and cached a minute; None when Temporal cannot say."""
+    key = f"monitoring:attributes:{settings.TEMPORAL_ADDRESS}|{settings.TEMPORAL_NAMESPACE}"
+    have = cache.get(key)
+    if have is None:
+        try:
+            have = temporal.run(visibility.custom_search_attributes)
+        except temporal.TemporalError:
+            return None
+        cache.set(key, have, ATTRIBUTES_CACHE_SECONDS)
+    return [name for name, kind in SEARCH_ATTRIBUTES.items() if have.get(name) != kind]
+
+
+def create_attributes_command() -> str:
+    names = " ".join(f"--name {name} --type {kind}" for name, kind in SEARCH_ATTRIBUTES.items())
+    return f"temporal operator search-attribute create --namespace {settings.TEMPORAL_NAMESPACE} {names}"
+
+
+def overdue_approvals_query(*, now: datetime) -> str:
+    return f"ApprovalStatus = 'pending' AND ApprovalDueAt < '{visibility.visibility_time(now)}'"
+
+
+def pending_for_query(*, name: str) -> str:
+    """Pending approvals assigned (at their current level) to a user or any of their groups, or to
+    a group; raises ``LookupError`` naming ``name`` when it is neither."""
+    user = get_user_model().objects.filter(username=name).first()
+    names = [name]
+    if user is not None:
+        names += list(user.groups.order_by("name").values_list("name", flat=True))
+    elif not Group.objects.filter(name=name).exists():
+        raise LookupError(f"no user or group is named {name!r}")
+    listed = ", ".join(json.dumps(n) for n in dict.fromkeys(names))
+    return f"ApprovalStatus = 'pending' AND ApprovalAssignees IN ({listed})"

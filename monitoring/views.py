@@ -37,6 +37,7 @@ from monitoring.models import ActionLog, Execution, SnapshotState
 from monitoring.templatetags import monitoring_tags as tags
 from workflows import client as temporal
 from workflows.parsing import InputError, json_value_from_text
+from workflows.types import SEARCH_ATTRIBUTES
 
 PAGE_SIZE = 100
 FOLD_AT = 400
@@ -200,23 +201,31 @@ def _column_headers(params: QueryDict, sort: str) -> list[dict[str, str]]:
 @require_GET
 def executions(request: AuthenticatedRequest) -> HttpResponse:
     show_system = _show_system(request)
-    asked = _build_query(request)
+    pending_for, ready_query, ready_problem = _pending_for(request)
+    asked = ready_query or _build_query(request)
     query = asked if show_system else services.without_system(asked)
     sort = request.GET.get("sort", "")
     sort = sort if sort.removeprefix("-") in SORT_KEYS else ""
     context: dict[str, Any] = {
-        "query": asked, "visibility_query": query, "raw": request.GET.get("q", ""), "statuses": STATUSES,
-        "params": request.GET, "show_system": show_system,
+        "query": asked, "visibility_query": query, "raw": ready_query or request.GET.get("q", ""), "statuses": STATUSES,
+        "params": request.GET, "show_system": show_system, "pending_for": pending_for, "attributes_hint": "",
+        "can_act": can_act(request.user),
         "rows": [], "next_token": "", "error": "", "down": "", "total": None, "sort": sort,
         "columns": _column_headers(request.GET, sort), **_snapshot_context(),
     }  # fmt: skip
     status, sent = 200, _token(request.GET.get("page", ""))
     try:
+        if ready_problem:
+            raise _NotAQuery(ready_problem)
         rows, token, total = services.list_executions(query=query, page_size=PAGE_SIZE, token=sent)
         context["rows"], context["total"] = _sort_rows(_with_known_lengths(rows), sort), total
         context["next_token"] = base64.urlsafe_b64encode(token).decode() if token else ""
+    except _NotAQuery as exc:
+        context["ready_problem"], status = str(exc), 400
     except visibility.BadQuery as exc:
         context["error"], status = str(exc), 400
+        if any(name in asked for name in SEARCH_ATTRIBUTES):  # most likely: the namespace lacks them
+            context["attributes_hint"] = services.create_attributes_command()
     except temporal.TemporalUnavailable as exc:
         context["down"] = str(exc)
         snapshot_rows = Execution.objects.all() if show_system else services.user_executions()
@@ -237,13 +246,44 @@ def executions(request: AuthenticatedRequest) -> HttpResponse:
         "total": context["total"],
         "executions": [_execution_json(r) for r in context["rows"]],
         "next_page": context["next_token"],
-        "error": context["error"],
+        "error": context["error"] or context.get("ready_problem", ""),
         "temporal_error": context["down"],
         "snapshot": _snapshot_json(context),
     }
     if context["down"]:
         data["snapshot_executions"] = [_row_json(r) for r in context["snapshot_rows"]]
     return _respond(request, "monitoring/executions.html", context, data, status=status)
+
+
+class _NotAQuery(Exception):
+    """A ready filter that could not be made into a query (a name that is no user or group)."""
+
+
+def _pending_for(request: HttpRequest) -> tuple[str, str, str]:
+    """The "pending for" ready filter: the name asked for, its visibility query, what is wrong with it."""
+    name = request.GET.get("pending_for", "").strip()[:150]
+    if not name:
+        return "", "", ""
+    if not services.storable(name):  # PostgreSQL could not even look the name up
+        return name, "", "Pending for: a NUL character is in no user's or group's name."
+    try:
+        return name, services.pending_for_query(name=name), ""
+    except LookupError as exc:
+        return name, "", f"Pending for: {exc}."
+
+
+@operators_only
+@require_GET
+def ready_filters(request: AuthenticatedRequest) -> HttpResponse:
+    """The explorer's ready filters for approvals, loaded by htmx after the page (so the explorer's
+    own RPCs stay two): links that fill its query, or how to create the search attributes they need."""
+    missing = services.missing_approval_attributes()
+    context = {
+        "missing": missing, "command": services.create_attributes_command(),
+        "overdue_query": services.overdue_approvals_query(now=timezone.now()),
+        "pending_for": request.GET.get("pending_for", "")[:150], "show_system": _show_system(request),
+    }  # fmt: skip
+    return render(request, "monitoring/executions.html#ready-filters", context)
 
 
 def _with_known_lengths(rows: list[visibility.ExecutionInfo]) -> list[visibility.ExecutionInfo]:
@@ -593,3 +633,160 @@ def trends(request: AuthenticatedRequest) -> HttpResponse:
         "snapshot": _snapshot_json(context),
     }  # fmt: skip
     return _respond(request, "monitoring/trends.html", context, data)
+
+
+# ---- batch actions -----------------------------------------------------------------------
+
+BATCH_QUERY_MAX = 2000
+
+
+def _require_act(request: AuthenticatedRequest) -> None:
+    if not can_act(request.user):
+        raise PermissionDenied("Batch actions need the monitoring.act_on_workflows permission.")
+
+
+def _batch_problem(exc: temporal.TemporalError) -> tuple[str, int]:
+    """A Temporal error in words, with the status the page answers."""
+    if isinstance(exc, visibility.BadQuery):
+        return f"Temporal refused the query: {exc}", 400
+    if isinstance(exc, temporal.TemporalUnavailable):
+        return f"Temporal is unreachable ({exc}): nothing was sent. Try again when it answers.", 503
+    return f"Temporal could not answer: {exc}", 502
+
+
+@operators_only
+@require_GET
+def batch(request: AuthenticatedRequest) -> HttpResponse:
+    """Step one: the explorer's query, how many runs it matches (running and in all) and the first of
+    them, and the form choosing what to do to them."""
+    _require_act(request)
+    query = request.GET.get("q", "").strip()[:BATCH_QUERY_MAX]
+    context: dict[str, Any] = {
+        "query": query, "form": {"action": request.GET.get("action", "")}, "error": "", "total": None,
+        "running": None, "sample": [], "actions": ActionLog.Action.choices, **_snapshot_context(),
+    }  # fmt: skip
+    status = 200
+    if not query:
+        context["error"], status = "Query: a batch acts on the runs a visibility query matches; give one.", 400
+    else:
+        try:
+            context["sample"], _, context["total"] = temporal.run(
+                visibility.list_page_and_count, query=query, page_size=services.BATCH_SAMPLE, token=None
+            )
+            context["running"] = temporal.run(visibility.count, query=services.narrowed(query, services.RUNNING_ONLY))
+        except temporal.TemporalError as exc:
+            context["error"], status = _batch_problem(exc)
+    return render(request, "monitoring/batch.html", context, status=status)
+
+
+def _batch_form(request: AuthenticatedRequest) -> tuple[dict[str, str], Any, str]:
+    """The batch form's fields, the signal's decoded input, and what is wrong with them (naming the field)."""
+    form = {
+        "q": request.POST.get("q", "").strip()[:BATCH_QUERY_MAX],
+        "action": request.POST.get("action", ""),
+        "reason": request.POST.get("reason", "").strip()[:2000],
+        "signal": request.POST.get("signal", "").strip()[:200],
+        "input": request.POST.get("input", "").strip(),
+    }
+    arg: Any = None
+    if not services.storable(*form.values()):
+        return form, None, "A NUL character in a field: the audit log could not store it, so nothing was sent."
+    if not form["q"]:
+        return form, None, "Query: a batch acts on the runs a visibility query matches; give one."
+    if form["action"] not in ActionLog.Action.values:
+        return form, None, "Action: choose cancel, terminate, signal or reset."
+    if form["action"] != ActionLog.Action.SIGNAL and not form["reason"]:
+        return form, None, f"Reason: a batch {form['action']} needs one; it goes to each workflow and the audit log."
+    if form["action"] == ActionLog.Action.SIGNAL:
+        if not form["signal"]:
+            return form, None, "Signal: name the signal to send."
+        if form["input"]:
+            try:
+                arg = json_value_from_text(form["input"], "signal input")
+            except InputError as exc:
+                return form, None, f"Signal input: the {exc}."
+    return form, arg, ""
+
+
+@operators_only
+@require_POST
+def batch_run(request: AuthenticatedRequest) -> HttpResponse:
+    """Step two (no ``confirm_count``): the plan, with the count to type in. Step three: the count
+    typed matches what the query matches now, so the batch job starts, audited, and the page follows
+    its progress. Refusals are audited like the single action's."""
+    _require_act(request)
+    form, arg, problem = _batch_form(request)
+    context: dict[str, Any] = {
+        "query": form["q"], "form": form, "error": problem, "actions": ActionLog.Action.choices, "plan": None,
+        **_snapshot_context(),
+    }  # fmt: skip
+    if problem:
+        return render(request, "monitoring/batch.html", context, status=400)
+    try:
+        context["plan"] = plan = services.plan_batch(query=form["q"], action=form["action"], signal=form["signal"])
+    except temporal.TemporalError as exc:
+        context["error"], status = _batch_problem(exc)
+        return render(request, "monitoring/batch.html", context, status=status)
+    if plan.refusal:
+        if not plan.split:
+            services.record_batch_refusal(user=request.user, plan=plan, reason=form["reason"], arg=arg)
+        context["error"] = plan.refusal
+        return render(request, "monitoring/batch.html", context, status=400 if plan.split else 403)
+    if plan.count == 0:
+        context["error"] = "Nothing to do: no run this batch could act on matches the query now."
+        return render(request, "monitoring/batch.html", context, status=400)
+    typed = request.POST.get("confirm_count")
+    if typed is None:
+        return render(request, "monitoring/batch_confirm.html", context)
+    if typed.strip() != str(plan.count):
+        context["error"] = (
+            f"Confirmation: you typed {typed.strip()[:20]!r}, but the batch would act on {plan.count} "
+            f"workflow{'s' if plan.count != 1 else ''} now; type {plan.count} to go on."
+        )
+        return render(request, "monitoring/batch_confirm.html", context, status=400)
+    started = services.start_batch_action(user=request.user, plan=plan, reason=form["reason"], arg=arg)
+    if not started.ok:
+        context["error"] = started.message
+        return render(request, "monitoring/batch_confirm.html", context, status=409)
+    messages.success(request, started.message)
+    return redirect("monitoring:batch_job", started.job_id)
+
+
+@operators_only
+@require_GET
+def batch_job(request: AuthenticatedRequest, job_id: str) -> HttpResponse:
+    """A batch job's progress (state, total, done, failed), re-read by htmx every second while it
+    runs; each read copies the counts onto the job's audit row."""
+    context: dict[str, Any] = {"job_id": job_id, "job": None, "error": "", **_snapshot_context()}
+    context["audit"] = ActionLog.objects.filter(detail__batch__job_id=job_id).first()
+    status = 200
+    try:
+        context["job"] = job = temporal.run(visibility.describe_batch, job_id=job_id)
+    except visibility.NotFound:
+        context["error"], status = f"Temporal has no batch job {job_id!r} (or no longer keeps it).", 404
+    except temporal.TemporalError as exc:
+        context["error"], status = _batch_problem(exc)
+    else:
+        services.refresh_batch_audit(job=job)
+    if request.GET.get("format") == "json":
+        data = {"job_id": job_id, "job": dataclasses.asdict(context["job"]) if context["job"] else None,
+                "error": context["error"]}  # fmt: skip
+        return JsonResponse(data, encoder=DjangoJSONEncoder, status=status)
+    template = "monitoring/batch_job.html#progress" if getattr(request, "htmx", False) else "monitoring/batch_job.html"
+    return render(request, template, context, status=status)
+
+
+@operators_only
+@require_GET
+def batch_jobs(request: AuthenticatedRequest) -> HttpResponse:
+    """The namespace's recent batch jobs (Temporal's list), beside Tollgate's audited ones."""
+    context: dict[str, Any] = {"jobs": [], "error": "", **_snapshot_context()}
+    try:
+        context["jobs"] = temporal.run(visibility.list_batches, page_size=50)
+    except temporal.TemporalError as exc:
+        context["error"], _ = _batch_problem(exc)
+    audits = list(services.batch_audit_rows())
+    started_by = {a.detail["batch"].get("job_id"): a for a in audits if a.detail["batch"].get("job_id")}
+    context["rows"] = [{"job": job, "audit": started_by.get(job.job_id)} for job in context["jobs"]]
+    context["audits"] = audits
+    return render(request, "monitoring/batch_jobs.html", context)

@@ -16,18 +16,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.protobuf.empty_pb2 import Empty
 from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payloads, WorkflowExecution
-from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.batch.v1 import (
+    BatchOperationCancellation,
+    BatchOperationReset,
+    BatchOperationSignal,
+    BatchOperationTermination,
+)
+from temporalio.api.common.v1 import Payloads, ResetOptions, WorkflowExecution
+from temporalio.api.enums.v1 import EventType, IndexedValueType, TaskQueueType
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflow.v1 import WorkflowExecutionInfo
 from temporalio.api.workflowservice.v1 import (
+    DescribeBatchOperationRequest,
     DescribeTaskQueueRequest,
     GetWorkflowExecutionHistoryRequest,
     GetWorkflowExecutionHistoryReverseRequest,
+    ListBatchOperationsRequest,
     ListWorkflowExecutionsRequest,
     ResetWorkflowExecutionRequest,
+    StartBatchOperationRequest,
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.client import WorkflowExecution as ListedExecution
@@ -973,3 +984,126 @@ async def _decode(client: Client, payloads: Payloads | None) -> str | None:
 
 def since(moment: datetime, *, now: datetime | None = None) -> timedelta:
     return (now or datetime.now(UTC)) - moment
+
+
+# ---- batch jobs ------------------------------------------------------------------------
+
+
+class BatchBusy(TemporalError):
+    """The namespace already runs as many batch jobs as it may (the dev server: one at a time)."""
+
+
+BATCH_STATES = {0: "unknown", 1: "running", 2: "completed", 3: "failed"}
+BATCH_TYPES = {1: "terminate", 2: "cancel", 3: "signal", 4: "delete", 5: "reset"}
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    job_id: str
+    operation: str  # terminate, cancel, signal, reset, ... (Temporal's batch operation type)
+    state: str  # running, completed, failed, unknown
+    start_time: datetime | None
+    close_time: datetime | None
+    total: int | None = None  # None where only the list was read (it carries no counts)
+    complete: int | None = None
+    failure: int | None = None
+    identity: str = ""
+    reason: str = ""
+    query: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+async def start_batch(
+    *, job_id: str, query: str, reason: str, operation: str, identity: str, signal: str = "", arg: Any = None
+) -> None:
+    """Start one Temporal batch job over the runs ``query`` matches. The server refuses a second job
+    while one runs in the namespace (``BatchBusy``); it accepts a query it cannot run and fails the
+    job later, so callers count the query first (that raises ``BadQuery``)."""
+
+    async def start(client: Client) -> None:
+        request = StartBatchOperationRequest(
+            namespace=client.namespace, visibility_query=query, job_id=job_id, reason=reason
+        )
+        if operation == "terminate":
+            request.termination_operation.CopyFrom(BatchOperationTermination(identity=identity))
+        elif operation == "cancel":
+            request.cancellation_operation.CopyFrom(BatchOperationCancellation(identity=identity))
+        elif operation == "signal":
+            payloads = await client.data_converter.encode([] if arg is None else [arg])
+            request.signal_operation.CopyFrom(
+                BatchOperationSignal(signal=signal, input=Payloads(payloads=payloads), identity=identity)
+            )
+        elif operation == "reset":
+            # The same reset point as the single action: the first workflow task, safe without
+            # knowing the workflow.
+            options = ResetOptions(first_workflow_task=Empty())
+            request.reset_operation.CopyFrom(BatchOperationReset(identity=identity, options=options))
+        else:
+            raise ValueError(f"unknown batch operation {operation!r}")
+        try:
+            await client.workflow_service.start_batch_operation(request, timeout=RPC_TIMEOUT)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.RESOURCE_EXHAUSTED:
+                raise BatchBusy(exc.message) from None
+            _raise_for(exc)
+            raise
+
+    await call(start)
+
+
+async def describe_batch(*, job_id: str) -> BatchJob:
+    async def describe(client: Client) -> BatchJob:
+        try:
+            d = await client.workflow_service.describe_batch_operation(
+                DescribeBatchOperationRequest(namespace=client.namespace, job_id=job_id), timeout=RPC_TIMEOUT
+            )
+        except RPCError as exc:
+            _raise_for(exc)
+            raise
+        return BatchJob(
+            job_id=d.job_id, operation=BATCH_TYPES.get(d.operation_type, "unknown"),
+            state=BATCH_STATES.get(d.state, "unknown"), start_time=_time(d, "start_time"),
+            close_time=_time(d, "close_time"), total=d.total_operation_count, complete=d.complete_operation_count,
+            failure=d.failure_operation_count, identity=d.identity, reason=d.reason, query=d.query,
+        )  # fmt: skip
+
+    return await call(describe)
+
+
+async def list_batches(*, page_size: int) -> list[BatchJob]:
+    """The namespace's most recent batch jobs, one RPC: ids, types, states and times (no counts)."""
+
+    async def listing(client: Client) -> list[BatchJob]:
+        response = await client.workflow_service.list_batch_operations(
+            ListBatchOperationsRequest(namespace=client.namespace, page_size=page_size), timeout=RPC_TIMEOUT
+        )
+        return [
+            BatchJob(
+                job_id=o.job_id,
+                operation=BATCH_TYPES.get(o.operation_type, "unknown"),
+                state=BATCH_STATES.get(o.state, "unknown"),
+                start_time=_time(o, "start_time"),
+                close_time=_time(o, "close_time"),
+            )  # fmt: skip
+            for o in response.operation_info
+        ]
+
+    return await call(listing)
+
+
+async def custom_search_attributes() -> dict[str, str]:
+    """The namespace's custom search attributes and their types ("Keyword", "Datetime", ...)."""
+
+    async def listing(client: Client) -> dict[str, str]:
+        response = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace), timeout=RPC_TIMEOUT
+        )
+        return {
+            name: IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").title().replace("_", "")
+            for name, kind in response.custom_attributes.items()
+        }
+
+    return await call(listing)

@@ -129,6 +129,14 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
         "GET": MONITORING_NOT_POST,
         "POST": row(403, operator=400, admin=400),
     },
+    # Ready filters (an htmx partial): operators. Batch actions need monitoring.act_on_workflows: a
+    # preview without a query is 400, an empty batch form 400; the job pages only watch (Temporal is
+    # unreachable here: 503 for a job, the list says so with 200).
+    "monitoring/ready-filters/": {"GET": MONITORING, "POST": MONITORING_NOT_POST},
+    "monitoring/batch/": {"GET": row(403, operator=400, admin=400), "POST": MONITORING_NOT_POST},
+    "monitoring/batch/run/": {"GET": MONITORING_NOT_POST, "POST": row(403, operator=400, admin=400)},
+    "monitoring/batch/jobs/": {"GET": MONITORING, "POST": MONITORING_NOT_POST},
+    "monitoring/batch/jobs/<str:job_id>/": {"GET": row(403, operator=503, admin=503), "POST": MONITORING_NOT_POST},
     # Prometheus: a bearer token or an allowed address, never a login (this test's address is not allowed).
     "metrics": {"GET": public(403), "POST": public(405)},
     # Django's admin: staff only; its own login page for everyone else.
@@ -166,6 +174,7 @@ def path_for(route: str, ids: dict[str, str]) -> str:
         pk = ids["policy"] if route.startswith("approvals/policies/") else ids["task"]
         route = route.replace("<int:pk>", pk)
     route = route.replace("<slug:kind>", "order").replace("<str:token>", "not-a-signed-link")
+    route = route.replace("<str:job_id>", "tollgate-batch-0")
     if "(?P<workflow_id>" in route:
         tail = next((f"{end}/" for end in ("act", "queries", "query") if route.endswith(f"/{end}/$")), "")
         route = f"monitoring/executions/{ids['workflow_id']}/{ids['run_id']}/{tail}"
