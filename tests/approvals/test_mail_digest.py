@@ -20,7 +20,7 @@ from approvals.digest import DIGEST_SCHEDULE_ID, ensure_digest_schedule
 from approvals.digest_workflow import DIGEST_WORKFLOW, SendDigestsInput, SendDigestsResult
 from approvals.models import ApprovalTask, MailPreference, TaskAssignment
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:

@@ -21,7 +21,7 @@ from approvals.models import ApprovalTask, Decision, MailLinkUse
 from config.ports import free_port
 from workflows import client as temporal
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def eventually(check: Callable[[], Any], *, timeout: float = 20.0) -> Any:

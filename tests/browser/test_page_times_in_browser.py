@@ -16,7 +16,7 @@ from approvals import policies, services
 from approvals.models import ApprovalTask
 from workflows.types import ApprovalInput, RegisterTaskInput
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def logged_in(page: Any, live_server: Any, user: Any) -> None:

@@ -63,8 +63,9 @@ def decide_as_bob(bob: Any, task: ApprovalTask, htmx: bool) -> str:
 
 
 def at(task: ApprovalTask) -> str:
+    """As every page writes a time: the viewer's zone, with its name."""
     assert task.decided_at is not None
-    return f"{timezone.localtime(task.decided_at):%Y-%m-%d %H:%M}"
+    return f"{timezone.localtime(task.decided_at):%Y-%m-%d %H:%M %Z}"
 
 
 @pytest.mark.parametrize("htmx", [True, False])
