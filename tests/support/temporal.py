@@ -309,6 +309,16 @@ async def registered(handle: WorkflowHandle[Any, Any]) -> ApprovalTask:
     raise AssertionError("task never registered")
 
 
+async def pending_child(client: Client, workflow_id: str, *, timeout: float = 30) -> WorkflowHandle[Any, Any]:
+    """A child ApprovalWorkflow's handle, once its task is pending in the read model."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await sync_to_async(ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists)():
+            return client.get_workflow_handle(workflow_id)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} never registered its task")
+
+
 @sync_to_async
 def task_row(workflow_id: str) -> ApprovalTask:
     return ApprovalTask.objects.get(workflow_id=workflow_id)

@@ -19,6 +19,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 
 from approvals.models import Policy
+from tests.support.temporal import decision
 from workflows.types import SEARCH_ATTRIBUTES
 from workflows.worker import build_worker, create_search_attributes_command, ensure_search_attributes
 
@@ -99,9 +100,7 @@ async def test_an_approval_is_found_by_status_requester_level_deadline_and_assig
         rows = await asyncio.to_thread(cli_list, dev_server.address, pending)
         assert [row["execution"]["workflowId"] for row in rows] == [handle.id]
 
-        await handle.signal(
-            "decide", {"decision": "approve", "user": "bob", "comment": "ok", "decision_id": uuid.uuid4().hex}
-        )
+        await handle.signal("decide", decision("bob", "approve", "ok"))
         assert (await handle.result())["outcome"] == "approved"
         assert await listed(client, f"{ours} AND ApprovalStatus = 'approved'", 1) == [handle.id]
         assert await listed(client, pending, 0) == []
@@ -119,9 +118,7 @@ async def test_without_the_attributes_an_approval_runs_and_upserts_nothing(
 
     async def body() -> None:
         handle = await start(client, queue, two_levels, request_id)
-        await handle.signal(
-            "decide", {"decision": "reject", "user": "bob", "comment": "no", "decision_id": uuid.uuid4().hex}
-        )
+        await handle.signal("decide", decision("bob", "reject", "no"))
         assert (await handle.result())["outcome"] == "rejected"
         history = await handle.fetch_history()
         upserted = {
