@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlparse, urlunparse
@@ -233,6 +233,17 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(client: Client, workdir: Path, **settings: str) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``start_worker`` until it polls (``worker_polling``), for the block; ``stop_worker`` after it."""
+    worker = start_worker(workdir, **settings)
+    try:
+        await worker_polling(client, worker, workdir)
+        yield worker
+    finally:
+        await asyncio.to_thread(stop_worker, worker)
 
 
 async def start_approvals(

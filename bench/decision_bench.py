@@ -52,9 +52,7 @@ from bench.common import (  # noqa: E402
     as_under_daphne,
     machine_info,
     pause_snapshot_schedule,
-    start_worker,
-    stop_worker,
-    worker_polling,
+    running_worker,
     write_result,
 )
 
@@ -179,12 +177,8 @@ async def run(address: str, workdir: Path, samples: int) -> dict[str, list[Timin
     its refresh never lands in the figures), then the measurement."""
     temporal = await TemporalClient.connect(address)
     await pause_snapshot_schedule(temporal)
-    worker = start_worker(workdir)
-    try:
-        await worker_polling(temporal, worker, workdir)
+    async with running_worker(temporal, workdir):
         return await measure(temporal, samples)
-    finally:
-        await asyncio.to_thread(stop_worker, worker)
 
 
 async def measure(temporal: TemporalClient, samples: int) -> dict[str, list[Timing]]:

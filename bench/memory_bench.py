@@ -43,10 +43,8 @@ from bench.common import (  # noqa: E402
     approval_bench,
     machine_info,
     pause_snapshot_schedule,
+    running_worker,
     start_windowed,
-    start_worker,
-    stop_worker,
-    worker_polling,
 )
 
 if TYPE_CHECKING:
@@ -92,9 +90,7 @@ async def peak_rss(proc: psutil.Process, stop: asyncio.Event) -> float:
 
 
 async def measure_cache(client: Client, workdir: Path, cache: int, approvals: int) -> Sizes:
-    worker = start_worker(workdir, TOLLGATE_WORKFLOW_CACHE_SIZE=str(cache))
-    try:
-        await worker_polling(client, worker, workdir)
+    async with running_worker(client, workdir, TOLLGATE_WORKFLOW_CACHE_SIZE=str(cache)) as worker:
         proc = psutil.Process(worker.pid)
         await asyncio.sleep(3)  # connections, the outbox relay's first tick
         idle = await steady_rss(proc)
@@ -114,8 +110,6 @@ async def measure_cache(client: Client, workdir: Path, cache: int, approvals: in
                   flush=True)  # fmt: skip
         stop.set()
         return Sizes(cache, idle, waiting[0], waiting[1], await peak, starting)
-    finally:
-        stop_worker(worker)
 
 
 async def run(address: str, workdir: Path, caches: list[int], approvals: int) -> list[Sizes]:

@@ -58,9 +58,7 @@ from bench.common import (  # noqa: E402
     as_under_daphne,
     machine_info,
     pause_snapshot_schedule,
-    start_worker,
-    stop_worker,
-    worker_polling,
+    running_worker,
     write_result,
 )
 
@@ -261,13 +259,9 @@ async def run(
     its refresh never lands in the figures), then the measurement."""
     temporal = await TemporalClient.connect(address)
     await pause_snapshot_schedule(temporal)
-    worker = start_worker(workdir)
-    try:
-        await worker_polling(temporal, worker, workdir)
+    async with running_worker(temporal, workdir) as worker:
         processes = {BENCH_PROCESS: os.getpid(), "worker": worker.pid, "Temporal server": server_pid}
         return await measure(temporal, approvals, concurrency, processes)
-    finally:
-        await asyncio.to_thread(stop_worker, worker)
 
 
 async def measure(

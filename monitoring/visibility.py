@@ -753,9 +753,20 @@ def event_label(event_type: int) -> str:
     return name.replace("_", " ").capitalize()
 
 
+def _attributes(event: HistoryEvent) -> Any:
+    """The event's own attributes message (a different one for each event type); None if it has none."""
+    name = event.WhichOneof("attributes")
+    return getattr(event, name) if name else None
+
+
+def _failure(attributes: Any) -> Any:
+    """The attributes' ``failure`` where their message has that field and it is set; else None."""
+    has_failure = attributes.DESCRIPTOR.fields_by_name.get("failure") and attributes.HasField("failure")
+    return attributes.failure if has_failure else None
+
+
 def _event(event: HistoryEvent, converter: Any = None) -> dict[str, Any]:
-    attributes_name = event.WhichOneof("attributes")
-    attributes = getattr(event, attributes_name) if attributes_name else None
+    attributes = _attributes(event)
     detail = ""
     if attributes is not None:
         for name in ("activity_type", "workflow_type"):
@@ -765,8 +776,8 @@ def _event(event: HistoryEvent, converter: Any = None) -> dict[str, Any]:
             detail = attributes.signal_name
         if attributes.DESCRIPTOR.fields_by_name.get("start_to_fire_timeout"):
             detail = f"{attributes.start_to_fire_timeout.ToTimedelta().total_seconds():g}s"
-        if attributes.DESCRIPTOR.fields_by_name.get("failure") and attributes.HasField("failure"):
-            detail = _failure_text(attributes.failure)
+        if (failure := _failure(attributes)) is not None:
+            detail = _failure_text(failure)
         if attributes.DESCRIPTOR.fields_by_name.get("reason") and getattr(attributes, "reason", ""):
             detail = attributes.reason
     plain = _plain(attributes, converter) if attributes is not None and converter is not None else {}
@@ -899,11 +910,8 @@ def event_groups(events: list[HistoryEvent]) -> list[dict[str, Any]]:
                 if attrs.HasField("last_failure"):
                     group["failure"] = _typed_failure_text(attrs.last_failure)
         elif kind in _ACTIVITY_ENDS:
-            attrs = getattr(event, event.WhichOneof("attributes") or "")
-            failure = (
-                attrs.failure if attrs.DESCRIPTOR.fields_by_name.get("failure") and attrs.HasField("failure") else None
-            )
-            end("activity", attrs.scheduled_event_id, event, _ACTIVITY_ENDS[kind], failure)
+            attrs = _attributes(event)
+            end("activity", attrs.scheduled_event_id, event, _ACTIVITY_ENDS[kind], _failure(attrs))
         elif kind == EventType.EVENT_TYPE_TIMER_STARTED:
             attrs = event.timer_started_event_attributes
             seconds = attrs.start_to_fire_timeout.ToTimedelta().total_seconds()
@@ -924,11 +932,8 @@ def event_groups(events: list[HistoryEvent]) -> list[dict[str, Any]]:
                 group.update(state="started", run_id=attrs.workflow_execution.run_id)
                 group["event_ids"].append(event.event_id)
         elif kind in _CHILD_ENDS:
-            attrs = getattr(event, event.WhichOneof("attributes") or "")
-            failure = (
-                attrs.failure if attrs.DESCRIPTOR.fields_by_name.get("failure") and attrs.HasField("failure") else None
-            )
-            end("child", attrs.initiated_event_id, event, _CHILD_ENDS[kind], failure)
+            attrs = _attributes(event)
+            end("child", attrs.initiated_event_id, event, _CHILD_ENDS[kind], _failure(attrs))
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             begin("signal", event, event.workflow_execution_signaled_event_attributes.signal_name)
             groups[-1]["state"] = "received"

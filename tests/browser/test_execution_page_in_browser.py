@@ -4,46 +4,25 @@ fits a phone's screen."""
 from __future__ import annotations
 
 import json
-import re
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
-from approvals.demo import DEMO_PASSWORD
 from approvals.models import ApprovalTask
+from tests.support.temporal import eventually
+from tests.support.web import SHOTS, log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
-SHOTS = Path(settings.VAR_DIR) / "screenshots"
-
-
-def log_in(page: Any, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/approvals/$"))
 
 
 def in_a_thread(call: Callable[[], Any]) -> Any:
     """Playwright's event loop runs in this thread; Temporal calls need a thread of their own."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(call).result()
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not met within {timeout}s")
 
 
 @pytest.mark.integration
@@ -55,7 +34,7 @@ def test_an_operator_runs_an_approvals_status_query_from_its_page(
     workflow_id = f"approval-{uuid.uuid4().hex[:8]}"
     request = {"request_id": workflow_id, "title": "Conference trip", "requested_by": "alice"}
     run_id = in_a_thread(lambda: temporal.run(temporal.start_approval, workflow_id=workflow_id, request=request))
-    until(lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists())
+    eventually(lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists(), timeout=30)
 
     log_in(page, live_server.url, "oscar")
     page.goto(f"{live_server.url}/monitoring/executions/{workflow_id}/{run_id}/")

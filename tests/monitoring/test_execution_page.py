@@ -4,119 +4,17 @@ task's last failure, the outcome in words, and queries run from the page. Real d
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
-from temporalio.client import Client as TemporalClient
 
-from tests.support.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
-from tests.support.waiting_workflows import WAITING_ACTIVITIES, WAITING_WORKFLOWS
+from tests.support.temporal import SampleWorker, describe, eventually, start_run, workflow_result
+from tests.support.web import logged_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
-
-
-# ---- local helpers -----------------------------------------------------------------------------
-
-
-def _in_thread(make: Callable[[], Any]) -> Any:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(make())
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-@contextmanager
-def worker_for(address: str, queue: str) -> Iterator[None]:
-    """The sample and waiting workflows on a worker thread of their own."""
-    from temporalio.worker import Worker
-
-    ready, box, errors = threading.Event(), dict[str, Any](), list[BaseException]()
-
-    async def main() -> None:
-        box["loop"], box["stop"] = asyncio.get_running_loop(), asyncio.Event()
-        try:
-            client = await TemporalClient.connect(address)
-            with ThreadPoolExecutor(max_workers=4) as executor:
-                async with Worker(
-                    client, task_queue=queue, workflows=[*SAMPLE_WORKFLOWS, *WAITING_WORKFLOWS],
-                    activities=[*SAMPLE_ACTIVITIES, *WAITING_ACTIVITIES], activity_executor=executor,
-                ):  # fmt: skip
-                    ready.set()
-                    await box["stop"].wait()
-        except BaseException as exc:
-            errors.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
-    thread.start()
-    assert ready.wait(30) and not errors, errors
-    try:
-        yield
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(30)
-
-
-def start(address: str, queue: str, workflow: str, *args: Any) -> tuple[str, str]:
-    workflow_id = f"{workflow.lower()}-{uuid.uuid4().hex[:8]}"
-
-    async def go() -> str:
-        client = await TemporalClient.connect(address)
-        handle = await client.start_workflow(workflow, *args, id=workflow_id, task_queue=queue)
-        return handle.result_run_id or ""
-
-    return workflow_id, _in_thread(go)
-
-
-def result(address: str, workflow_id: str) -> Any:
-    async def go() -> Any:
-        client = await TemporalClient.connect(address)
-        return await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 30)
-
-    return _in_thread(go)
-
-
-def raw_description(address: str, workflow_id: str) -> Any:
-    async def go() -> Any:
-        client = await TemporalClient.connect(address)
-        return (await client.get_workflow_handle(workflow_id).describe()).raw_description
-
-    return _in_thread(go)
-
-
-def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not met within {timeout}s")
-
-
-def login(user: Any, **kwargs: Any) -> Client:
-    client = Client(**kwargs)
-    client.force_login(user)
-    return client
 
 
 def section(html: str, element_id: str) -> str:
@@ -131,12 +29,12 @@ def test_a_finished_run_groups_its_activity_and_timer_opens_its_events_and_says_
     own_settings: Any, own_server: Any, cast: dict[str, Any]
 ) -> None:
     queue = own_settings.TEMPORAL_TASK_QUEUE
-    with worker_for(own_server.address, queue):
-        workflow_id, run_id = start(
+    with SampleWorker(own_server.address, queue):
+        workflow_id, run_id = start_run(
             own_server.address, queue, "MonOutcomeWorkflow", {"outcome": "rejected", "fail_times": 2, "who": "<i>x</i>"}
         )
-        assert result(own_server.address, workflow_id)["outcome"] == "rejected"
-    oscar = login(cast["oscar"])
+        assert workflow_result(own_server.address, workflow_id, timeout=30)["outcome"] == "rejected"
+    oscar = logged_in(cast["oscar"])
     url = reverse("monitoring:execution", args=[workflow_id, run_id])
     data = oscar.get(url, {"format": "json"}).json()
     assert data["outcome"] == "rejected"
@@ -171,10 +69,15 @@ def test_a_retrying_activity_shows_its_attempt_last_failure_and_next_retry(
     own_settings: Any, own_server: Any, cast: dict[str, Any]
 ) -> None:
     queue = own_settings.TEMPORAL_TASK_QUEUE
-    with worker_for(own_server.address, queue):
-        workflow_id, run_id = start(own_server.address, queue, "MonRetryWorkflow", "ledger <locked>")
-        until(lambda: any(p.attempt >= 2 for p in raw_description(own_server.address, workflow_id).pending_activities))
-        oscar = login(cast["oscar"])
+    with SampleWorker(own_server.address, queue):
+        workflow_id, run_id = start_run(own_server.address, queue, "MonRetryWorkflow", "ledger <locked>")
+        eventually(
+            lambda: any(
+                p.attempt >= 2 for p in describe(own_server.address, workflow_id).raw_description.pending_activities
+            ),
+            timeout=30,
+        )
+        oscar = logged_in(cast["oscar"])
         url = reverse("monitoring:execution", args=[workflow_id, run_id])
         [pending] = oscar.get(url, {"format": "json"}).json()["pending_activities"]
         html = oscar.get(url).content.decode()
@@ -190,10 +93,15 @@ def test_a_failing_workflow_task_shows_its_last_failure(
     own_settings: Any, own_server: Any, cast: dict[str, Any]
 ) -> None:
     queue = own_settings.TEMPORAL_TASK_QUEUE
-    with worker_for(own_server.address, queue):
-        workflow_id, run_id = start(own_server.address, queue, "MonBrokenWorkflow")
-        until(lambda: raw_description(own_server.address, workflow_id).pending_workflow_task.attempt >= 2)
-        html = login(cast["oscar"]).get(reverse("monitoring:execution", args=[workflow_id, run_id])).content.decode()
+    with SampleWorker(own_server.address, queue):
+        workflow_id, run_id = start_run(own_server.address, queue, "MonBrokenWorkflow")
+        eventually(
+            lambda: describe(own_server.address, workflow_id).raw_description.pending_workflow_task.attempt >= 2,
+            timeout=30,
+        )
+        html = (
+            logged_in(cast["oscar"]).get(reverse("monitoring:execution", args=[workflow_id, run_id])).content.decode()
+        )
     box = section(html, "workflow-task")
     assert "Workflow task failing" in box and "RuntimeError: a bug in the workflow code" in box
 
@@ -204,13 +112,13 @@ def test_a_long_history_is_cut_at_the_cap_and_says_so(
     monkeypatch.setattr("monitoring.visibility.HISTORY_PAGE", 2)
     monkeypatch.setattr("monitoring.visibility.HISTORY_CAP", 5)
     queue = own_settings.TEMPORAL_TASK_QUEUE
-    with worker_for(own_server.address, queue):
-        workflow_id, run_id = start(own_server.address, queue, "MonFlakyWorkflow", [0, 0, 0])
-        result(own_server.address, workflow_id)
-    data = login(cast["oscar"]).get(reverse("monitoring:execution", args=[workflow_id, run_id]), {"format": "json"})
+    with SampleWorker(own_server.address, queue):
+        workflow_id, run_id = start_run(own_server.address, queue, "MonFlakyWorkflow", [0, 0, 0])
+        workflow_result(own_server.address, workflow_id, timeout=30)
+    data = logged_in(cast["oscar"]).get(reverse("monitoring:execution", args=[workflow_id, run_id]), {"format": "json"})
     body = data.json()
     assert [e["id"] for e in body["events"]] == [1, 2, 3, 4, 5] and body["events_truncated"] is True
-    page = login(cast["oscar"]).get(reverse("monitoring:execution", args=[workflow_id, run_id])).content.decode()
+    page = logged_in(cast["oscar"]).get(reverse("monitoring:execution", args=[workflow_id, run_id])).content.decode()
     assert "Only the first 5 events are shown" in page
 
 
@@ -221,9 +129,9 @@ def test_an_operator_lists_and_runs_a_query_and_sees_the_answer_escaped(
     own_settings: Any, own_server: Any, cast: dict[str, Any]
 ) -> None:
     queue = own_settings.TEMPORAL_TASK_QUEUE
-    with worker_for(own_server.address, queue):
-        workflow_id, run_id = start(own_server.address, queue, "MonInboxWorkflow")
-        oscar = login(cast["oscar"])
+    with SampleWorker(own_server.address, queue):
+        workflow_id, run_id = start_run(own_server.address, queue, "MonInboxWorkflow")
+        oscar = logged_in(cast["oscar"])
         listed = oscar.get(
             reverse("monitoring:queries", args=[workflow_id, run_id]), {"type": "MonInboxWorkflow"},
             headers={"HX-Request": "true"},
@@ -247,15 +155,15 @@ def test_an_operator_lists_and_runs_a_query_and_sees_the_answer_escaped(
 def test_a_query_nobody_answers_says_so_and_only_operators_may_ask(
     own_settings: Any, own_server: Any, cast: dict[str, Any]
 ) -> None:
-    workflow_id, run_id = start(own_server.address, f"nobody-{uuid.uuid4().hex[:6]}", "MonInboxWorkflow")
+    workflow_id, run_id = start_run(own_server.address, f"nobody-{uuid.uuid4().hex[:6]}", "MonInboxWorkflow")
     url = reverse("monitoring:query", args=[workflow_id, run_id])
-    response = login(cast["oscar"]).post(url, {"query": "progress"}, headers={"HX-Request": "true"})
+    response = logged_in(cast["oscar"]).post(url, {"query": "progress"}, headers={"HX-Request": "true"})
     assert response.status_code == 200 and "no answer within 5 s" in response.content.decode()
-    listed = login(cast["oscar"]).get(
+    listed = logged_in(cast["oscar"]).get(
         reverse("monitoring:queries", args=[workflow_id, run_id]), {"type": "ApprovalWorkflow"}
     ).content.decode()  # fmt: skip
     assert 'id="queries-known"' in listed and 'value="status"' in listed  # Tollgate's list for the type
-    assert login(cast["oscar"]).post(url, {"query": ""}).status_code == 400
-    assert login(cast["dave"]).post(url, {"query": "progress"}).status_code == 403
-    assert login(cast["oscar"]).get(url).status_code == 405
-    assert login(cast["oscar"], enforce_csrf_checks=True).post(url, {"query": "progress"}).status_code == 403
+    assert logged_in(cast["oscar"]).post(url, {"query": ""}).status_code == 400
+    assert logged_in(cast["dave"]).post(url, {"query": "progress"}).status_code == 403
+    assert logged_in(cast["oscar"]).get(url).status_code == 405
+    assert logged_in(cast["oscar"], enforce_csrf_checks=True).post(url, {"query": "progress"}).status_code == 403

@@ -3,49 +3,24 @@ overview and the trends, and a toggle shows them; running rows show their real h
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 from temporalio.client import Client as TemporalClient
 
 from monitoring.models import Execution, SnapshotState
 from monitoring.snapshot import refresh_snapshot
-
-
-def _in_thread(make: Callable[[], Any]) -> Any:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(make())
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+from tests.support.temporal import eventually, run_async, start
+from tests.support.web import logged_in
 
 
 def start_unpolled(address: str, workflow_type: str, workflow_id: str) -> None:
     """A run that stays Running: no worker polls its task queue."""
-
-    async def go() -> None:
-        client = await TemporalClient.connect(address)
-        await client.start_workflow(workflow_type, id=workflow_id, task_queue=f"nobody-{uuid.uuid4().hex[:6]}")
-
-    _in_thread(go)
+    start(address, f"nobody-{uuid.uuid4().hex[:6]}", workflow_type, workflow_id=workflow_id)
 
 
 def visible(address: str, query: str) -> int:
@@ -53,22 +28,7 @@ def visible(address: str, query: str) -> int:
         client = await TemporalClient.connect(address)
         return (await client.count_workflows(query)).count
 
-    return int(_in_thread(go))
-
-
-def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not met within {timeout}s")
-
-
-def oscar(cast: dict[str, Any]) -> Client:
-    client = Client()
-    client.force_login(cast["oscar"])
-    return client
+    return int(run_async(go))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -81,8 +41,8 @@ def test_the_explorer_and_the_overview_hide_tollgates_own_workflows_unless_asked
     start_unpolled(address, "OrderWorkflow", user_run)
     start_unpolled(address, "MonitoringSnapshotWorkflow", "tollgate-monitoring-snapshot-run-2026-01-01T00:00:00Z")
     start_unpolled(address, "SomethingElse", "tollgate-housekeeping")
-    until(lambda: visible(address, 'ExecutionStatus = "Running"') == 3)
-    client = oscar(cast)
+    eventually(lambda: visible(address, 'ExecutionStatus = "Running"') == 3, timeout=20)
+    client = logged_in(cast["oscar"])
 
     hidden = client.get(reverse("monitoring:executions"), {"format": "json"}).json()
     assert [e["workflow_id"] for e in hidden["executions"]] == [user_run] and hidden["total"] == 1
@@ -125,7 +85,7 @@ def test_the_trends_leave_tollgates_own_runs_out_unless_asked(cast: dict[str, An
             workflow_type="MonitoringSnapshotWorkflow", status="completed", **times,
         )  # fmt: skip
     Execution.objects.create(workflow_id="order-1", run_id="r", workflow_type="OrderWorkflow", status="failed", **times)
-    client = oscar(cast)
+    client = logged_in(cast["oscar"])
     mine = client.get(reverse("monitoring:trends"), {"format": "json", "window": "1h"}).json()
     assert sum(p["closed"] for p in mine["series"]) == 1 and sum(p["failed"] for p in mine["series"]) == 1
     assert list(mine["durations"]) == []  # the only completed runs are Tollgate's own

@@ -9,7 +9,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from config.ports import free_port
 from tests.support.markers import require_marker
@@ -28,9 +30,11 @@ def get(url: str) -> tuple[int, str]:
 
 class Stack:
     def __init__(self, var_dir: Path) -> None:
-        self.port = free_port()
+        self.port = free_port(spare_above=1464)  # the worker's metrics port is PORT + 1464 when free
         self.temporal = f"127.0.0.1:{free_port()}"
-        self.env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+        self.env = {
+            k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "TOLLGATE_WORKER_METRICS")
+        }
         self.env.update(PORT=str(self.port), TEMPORAL_ADDRESS=self.temporal, TOLLGATE_VAR_DIR=str(var_dir))
         self.proc: subprocess.Popen[str] | None = None
         var_dir.mkdir(parents=True, exist_ok=True)
@@ -42,16 +46,21 @@ class Stack:
             ["make", "--no-print-directory", "run"], cwd=ROOT, env=self.env, text=True,
             stdout=self.log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 120
+        self.wait_for(lambda: get(f"http://127.0.0.1:{self.port}/readyz")[0] == 200)
+
+    def wait_for(self, check: Callable[[], Any], *, timeout: float = 120) -> Any:
+        """``check()``'s first truthy value, asked while make run lives (an OSError counts as not yet)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.output()
             try:
-                if get(f"http://127.0.0.1:{self.port}/readyz")[0] == 200:
-                    return
+                if value := check():
+                    return value
             except OSError:
                 pass
             time.sleep(0.5)
-        raise AssertionError(f"stack not ready in time:\n{self.output()}")
+        raise AssertionError(f"not within {timeout}s:\n{self.output()}")
 
     def ctrl_c(self) -> int:
         assert self.proc is not None

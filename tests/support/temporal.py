@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
@@ -26,6 +26,11 @@ from approvals.models import ApprovalTask
 from config.ports import free_port
 from tests.support.markers import require_marker
 from tests.support.sample_workflows import SAMPLE_ACTIVITIES, SAMPLE_WORKFLOWS
+from tests.support.waiting_workflows import WAITING_ACTIVITIES, WAITING_WORKFLOWS
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+    from temporalio.worker import Worker
 
 BIN = Path(sys.executable).parent
 TEMPORAL_CLI = BIN / "temporal"
@@ -124,7 +129,7 @@ class DevServer:
 
 
 class WorkerThread:
-    """The real worker (``build_worker``) on its own event loop in a thread."""
+    """The real worker (``build_worker``) on its own event loop in a thread; ``with`` starts and stops it."""
 
     def __init__(self, address: str, task_queue: str) -> None:
         self.address = address
@@ -139,9 +144,15 @@ class WorkerThread:
         self.ready.clear()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        if not self.ready.wait(30):
+        if not self.ready.wait(30) or self.error:
             raise RuntimeError(f"worker did not start: {self.error}")
         return self
+
+    def __enter__(self) -> WorkerThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -149,23 +160,25 @@ class WorkerThread:
     async def _main(self) -> None:
         from temporalio.client import Client
 
-        from workflows.worker import build_worker, ensure_search_attributes
-
         self.loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
         try:
             client = await Client.connect(self.address)
-            # As run_worker does: the approvals it runs keep their search attributes current.
-            search_attributes = await ensure_search_attributes(client)
             with ThreadPoolExecutor(max_workers=8) as executor:
-                worker = build_worker(client, executor, task_queue=self.task_queue, search_attributes=search_attributes)
-                async with worker:
+                async with await self._worker(client, executor):
                     self.ready.set()
                     await self.stop_event.wait()
         except BaseException as exc:  # surfaced by start()
             self.error = exc
             self.ready.set()
             raise
+
+    async def _worker(self, client: Client, executor: ThreadPoolExecutor) -> Worker:
+        from workflows.worker import build_worker, ensure_search_attributes
+
+        # As run_worker does: the approvals it runs keep their search attributes current.
+        search_attributes = await ensure_search_attributes(client)
+        return build_worker(client, executor, task_queue=self.task_queue, search_attributes=search_attributes)
 
     def stop(self) -> None:
         if self.loop and self.stop_event and self.thread and self.thread.is_alive():
@@ -174,53 +187,50 @@ class WorkerThread:
 
 
 class SampleWorker(WorkerThread):
-    """The app's workflows plus the monitoring samples (``tests/support/sample_workflows.py``)."""
+    """The app's workflows plus the monitoring samples (``tests/support/sample_workflows.py``) and the
+    runs that wait on a signal, a timer or nothing (``tests/support/waiting_workflows.py``)."""
 
-    async def _main(self) -> None:
-        from temporalio.client import Client
+    async def _worker(self, client: Client, executor: ThreadPoolExecutor) -> Worker:
         from temporalio.worker import Worker
 
         from workflows.worker import ACTIVITIES, WORKFLOWS, DjangoConnectionInterceptor
 
-        self.loop = asyncio.get_running_loop()
-        self.stop_event = asyncio.Event()
-        try:
-            client = await Client.connect(self.address)
-            with ThreadPoolExecutor(max_workers=8) as executor:
-                worker = Worker(
-                    client,
-                    task_queue=self.task_queue,
-                    workflows=[*WORKFLOWS, *SAMPLE_WORKFLOWS],
-                    activities=[*ACTIVITIES, *SAMPLE_ACTIVITIES],
-                    activity_executor=executor,
-                    interceptors=[DjangoConnectionInterceptor()],
-                )
-                async with worker:
-                    self.ready.set()
-                    await self.stop_event.wait()
-        except BaseException as exc:
-            self.error = exc
-            self.ready.set()
-            raise
+        return Worker(
+            client,
+            task_queue=self.task_queue,
+            workflows=[*WORKFLOWS, *SAMPLE_WORKFLOWS, *WAITING_WORKFLOWS],
+            activities=[*ACTIVITIES, *SAMPLE_ACTIVITIES, *WAITING_ACTIVITIES],
+            activity_executor=executor,
+            interceptors=[DjangoConnectionInterceptor()],
+        )
 
 
 # ---- workflows on a server at an address (sync, for tests on the dev server) -------------------
 
 
-def start(
-    address: str, queue: str, workflow: str, arg: Any, *, timeout: timedelta | None = None, workflow_id: str = ""
-) -> str:
-    """Start ``workflow`` with ``arg``; its id (``<type>-<random>`` unless given)."""
+def start_run(
+    address: str, queue: str, workflow: str, *args: Any, timeout: timedelta | None = None, workflow_id: str = ""
+) -> tuple[str, str]:
+    """Start ``workflow`` with ``args``; its id (``<type>-<random>`` unless given) and its run's id."""
     from temporalio.client import Client
 
     workflow_id = workflow_id or f"{workflow.lower()}-{uuid.uuid4().hex[:8]}"
 
-    async def go() -> None:
+    async def go() -> str:
         client = await Client.connect(address)
-        await client.start_workflow(workflow, arg, id=workflow_id, task_queue=queue, execution_timeout=timeout)
+        handle = await client.start_workflow(
+            workflow, args=args, id=workflow_id, task_queue=queue, execution_timeout=timeout
+        )
+        return handle.result_run_id or ""
 
-    run_async(go)
-    return workflow_id
+    return workflow_id, run_async(go)
+
+
+def start(
+    address: str, queue: str, workflow: str, *args: Any, timeout: timedelta | None = None, workflow_id: str = ""
+) -> str:
+    """Start ``workflow`` with ``args``; its id (``<type>-<random>`` unless given)."""
+    return start_run(address, queue, workflow, *args, timeout=timeout, workflow_id=workflow_id)[0]
 
 
 def describe(address: str, workflow_id: str) -> Any:
@@ -297,6 +307,16 @@ async def registered(handle: WorkflowHandle[Any, Any]) -> ApprovalTask:
                 return task
         await asyncio.sleep(0.05)
     raise AssertionError("task never registered")
+
+
+async def pending_child(client: Client, workflow_id: str, *, timeout: float = 30) -> WorkflowHandle[Any, Any]:
+    """A child ApprovalWorkflow's handle, once its task is pending in the read model."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await sync_to_async(ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists)():
+            return client.get_workflow_handle(workflow_id)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} never registered its task")
 
 
 @sync_to_async

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
-from tests.support.temporal import record_history
+from tests.support.temporal import decision, record_history
 from workflows.reference.campaign import shares
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,10 +48,6 @@ async def pending_tasks(campaign_id: str, count: int) -> dict[str, ApprovalTask]
             return {task.request_id.removeprefix(f"campaign-{campaign_id}-"): task for task in tasks}
         await asyncio.sleep(0.05)
     raise AssertionError(f"{len(tasks)} of {count} tasks registered")
-
-
-def decision(user: str, choice: str = "approve", comment: str = "") -> dict[str, str]:
-    return {"decision": choice, "user": user, "comment": comment, "decision_id": uuid.uuid4().hex}
 
 
 async def children(env: WorkflowEnvironment, workflow_id: str) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from approvals.models import ApprovalTask
-from tests.support.temporal import StartedWorkflows
+from tests.support.temporal import StartedWorkflows, decision, pending_child
 from workflows.reference.pipeline import resumed_progress
 from workflows.worker import build_worker
 
@@ -52,17 +52,7 @@ async def start(env: WorkflowEnvironment, queue: str, **fields: Any) -> Workflow
 
 async def gate(env: WorkflowEnvironment, handle: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, Any]:
     """The pipeline's child ApprovalWorkflow, once its task is pending in the read model."""
-    workflow_id = f"approval-deploy-{handle.id.removeprefix('deploy-')}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if await sync_to_async(ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists)():
-            return env.client.get_workflow_handle(workflow_id)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the approval gate never registered its task")
-
-
-def decision(user: str, choice: str = "approve") -> dict[str, str]:
-    return {"decision": choice, "user": user, "comment": "", "decision_id": uuid.uuid4().hex}
+    return await pending_child(env.client, f"approval-deploy-{handle.id.removeprefix('deploy-')}")
 
 
 async def attempts_started(handle: WorkflowHandle[Any, Any]) -> dict[str, list[int]]:

@@ -25,7 +25,16 @@ from temporalio.testing import WorkflowEnvironment
 from approvals.models import ApprovalTask
 from monitoring.snapshot import SNAPSHOT_SCHEDULE_ID
 from tests.support.data import test_database_url
-from tests.support.temporal import DevServer, WorkerThread, eventually, record_history, run_async, workflow_result
+from tests.support.temporal import (
+    DevServer,
+    WorkerThread,
+    decision,
+    eventually,
+    pending_child,
+    record_history,
+    run_async,
+    workflow_result,
+)
 from workflows.models import LedgerEntry
 from workflows.reference.saga import LedgerInput, charge_payment, release_hold, reserve_inventory
 
@@ -41,6 +50,15 @@ async def start_order(env: WorkflowEnvironment, queue: str, **fields: Any) -> Wo
     )
 
 
+# An order's ledger after its approval said no or it was cancelled: each reservation undone, in reverse.
+RESERVED_THEN_RELEASED = [
+    ("reserve:desk", False),
+    ("reserve:lamp", False),
+    ("release:lamp", True),
+    ("release:desk", True),
+]
+
+
 @sync_to_async
 def ledger(order_id: str) -> list[tuple[str, bool]]:
     return [(e.action, e.undid) for e in LedgerEntry.objects.filter(order_id=order_id)]
@@ -48,16 +66,7 @@ def ledger(order_id: str) -> list[tuple[str, bool]]:
 
 async def approval_registered(env: WorkflowEnvironment, order_id: str) -> WorkflowHandle[Any, Any]:
     """The child ApprovalWorkflow, once its task is in the read model."""
-    workflow_id = f"approval-order-{order_id}"
-    for _ in range(200):
-        if await sync_to_async(ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists)():
-            return env.client.get_workflow_handle(workflow_id)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the approval task never registered")
-
-
-def decision(user: str, choice: str = "approve") -> dict[str, str]:
-    return {"decision": choice, "user": user, "comment": "", "decision_id": uuid.uuid4().hex}
+    return await pending_child(env.client, f"approval-order-{order_id}", timeout=10)
 
 
 async def test_a_small_order_completes_without_approval(env, queue, cast) -> None:
@@ -100,12 +109,7 @@ async def test_a_rejected_large_order_releases_its_reservations_in_reverse_order
     result = await handle.result()
     assert (result["status"], result["approval"]["outcome"]) == ("rejected", "rejected")
     assert result["compensated"] == ["release:lamp", "release:desk"]
-    assert await ledger(order_id) == [
-        ("reserve:desk", False),
-        ("reserve:lamp", False),
-        ("release:lamp", True),
-        ("release:desk", True),
-    ]
+    assert await ledger(order_id) == RESERVED_THEN_RELEASED
     await record_history(handle, "order-saga-rejected-1")
     await record_history(child, "order-saga-rejected-approval-child-1")
 
@@ -182,12 +186,7 @@ async def test_an_order_cancelled_while_awaiting_approval_releases_its_reservati
         result = await handle.result()
     assert (result["status"], result["approval"]["outcome"]) == ("cancelled", "cancelled")
     assert result["compensated"] == ["release:lamp", "release:desk"]
-    assert await ledger(order_id) == [
-        ("reserve:desk", False),
-        ("reserve:lamp", False),
-        ("release:lamp", True),
-        ("release:desk", True),
-    ]
+    assert await ledger(order_id) == RESERVED_THEN_RELEASED
 
 
 async def test_an_order_cancelled_during_a_step_is_compensated_then_ends_cancelled(env, queue, cast) -> None:

@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 
 from approvals.models import Policy
+from tests.support.temporal import decision
 from workflows.types import SEARCH_ATTRIBUTES
 from workflows.worker import build_worker, create_search_attributes_command, ensure_search_attributes
 
@@ -50,19 +52,23 @@ def cli_list(address: str, query: str) -> list[dict[str, Any]]:
     return json.loads(out) if out.strip() else []
 
 
-async def with_worker(client: Client, queue: str, search_attributes: bool, body: Callable[[], Awaitable[None]]) -> None:
+@asynccontextmanager
+async def an_approval(
+    address: str, policy: Policy, *, search_attributes: bool
+) -> AsyncIterator[tuple[Client, WorkflowHandle[Any, Any]]]:
+    """alice's approval under ``policy``, on a task queue of its own, with a worker while the block runs."""
+    client = await Client.connect(address)
+    queue = f"approvals-{uuid.uuid4().hex[:8]}"
+    request_id = uuid.uuid4().hex[:10]
     with ThreadPoolExecutor(max_workers=4) as executor:
         async with build_worker(client, executor, task_queue=queue, search_attributes=search_attributes):
-            await body()
-
-
-async def start(client: Client, queue: str, policy: Policy, request_id: str) -> WorkflowHandle[Any, Any]:
-    return await client.start_workflow(
-        "ApprovalWorkflow",
-        {"request_id": request_id, "title": "Laptop", "requested_by": "alice", "policy": policy.slug},
-        id=f"approval-{request_id}",
-        task_queue=queue,
-    )
+            handle = await client.start_workflow(
+                "ApprovalWorkflow",
+                {"request_id": request_id, "title": "Laptop", "requested_by": "alice", "policy": policy.slug},
+                id=f"approval-{request_id}",
+                task_queue=queue,
+            )
+            yield client, handle
 
 
 async def test_the_worker_creates_missing_search_attributes_and_says_how(dev_server: Any) -> None:
@@ -80,13 +86,8 @@ async def test_an_approval_is_found_by_status_requester_level_deadline_and_assig
     dev_server: Any, settings: Any, two_levels: Policy
 ) -> None:
     settings.TEMPORAL_ADDRESS = dev_server.address
-    client = await Client.connect(dev_server.address)
-    queue = f"approvals-{uuid.uuid4().hex[:8]}"
-    request_id = uuid.uuid4().hex[:10]
-    ours = f"ApprovalRequestId = '{request_id}'"
-
-    async def body() -> None:
-        handle = await start(client, queue, two_levels, request_id)
+    async with an_approval(dev_server.address, two_levels, search_attributes=True) as (client, handle):
+        ours = f"ApprovalRequestId = '{handle.id.removeprefix('approval-')}'"
         pending = f"{ours} AND ApprovalStatus = 'pending'"
         assert await listed(client, pending, 1) == [handle.id]
         in_two_days = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -99,29 +100,18 @@ async def test_an_approval_is_found_by_status_requester_level_deadline_and_assig
         rows = await asyncio.to_thread(cli_list, dev_server.address, pending)
         assert [row["execution"]["workflowId"] for row in rows] == [handle.id]
 
-        await handle.signal(
-            "decide", {"decision": "approve", "user": "bob", "comment": "ok", "decision_id": uuid.uuid4().hex}
-        )
+        await handle.signal("decide", decision("bob", "approve", "ok"))
         assert (await handle.result())["outcome"] == "approved"
         assert await listed(client, f"{ours} AND ApprovalStatus = 'approved'", 1) == [handle.id]
         assert await listed(client, pending, 0) == []
-
-    await with_worker(client, queue, True, body)
 
 
 async def test_without_the_attributes_an_approval_runs_and_upserts_nothing(
     dev_server: Any, settings: Any, two_levels: Policy
 ) -> None:
     settings.TEMPORAL_ADDRESS = dev_server.address
-    client = await Client.connect(dev_server.address)
-    queue = f"approvals-{uuid.uuid4().hex[:8]}"
-    request_id = uuid.uuid4().hex[:10]
-
-    async def body() -> None:
-        handle = await start(client, queue, two_levels, request_id)
-        await handle.signal(
-            "decide", {"decision": "reject", "user": "bob", "comment": "no", "decision_id": uuid.uuid4().hex}
-        )
+    async with an_approval(dev_server.address, two_levels, search_attributes=False) as (_, handle):
+        await handle.signal("decide", decision("bob", "reject", "no"))
         assert (await handle.result())["outcome"] == "rejected"
         history = await handle.fetch_history()
         upserted = {
@@ -131,5 +121,3 @@ async def test_without_the_attributes_an_approval_runs_and_upserts_nothing(
             for name in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
         }
         assert upserted == {"TemporalChangeVersion"}  # the SDK's own, for workflow.patched()
-
-    await with_worker(client, queue, False, body)

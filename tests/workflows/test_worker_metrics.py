@@ -9,8 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,11 +17,12 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
 
 from approvals.models import ApprovalTask
 from config.ports import free_port
 from config.settings import env_listen_address
+from tests.support.data import test_database_url
+from tests.support.temporal import decision, eventually, run_async, start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,39 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # ---- small local helpers ------------------------------------------------------------------
 
 
-def database_url() -> str:
-    """This test run's database, for the worker subprocess."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def worker_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DATABASE_URL", "TEMPORAL_", "OTEL_"))}
     env.update(DJANGO_SECRET_KEY="worker-metrics-test", PYTHONUNBUFFERED="1", **extra)
     return env
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s (last value: {value!r})")
-
-
-def in_thread(coro_fn: Callable[[], Any]) -> Any:
-    """Run a coroutine on a fresh loop in its own thread (pytest-django's thread keeps none)."""
-    outcome: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: outcome.update(value=asyncio.run(coro_fn())))
-    thread.start()
-    thread.join()
-    return outcome.get("value")
 
 
 def scrape(address: str) -> str:
@@ -95,8 +65,8 @@ def run_worker(transactional_db: None) -> Iterator[Callable[..., subprocess.Pope
     def start(**env: str) -> subprocess.Popen[bytes]:
         log = tempfile.TemporaryFile()
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "run_worker"], cwd=ROOT, env=worker_env(DATABASE_URL=database_url(), **env),
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "manage.py", "run_worker"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=worker_env(DATABASE_URL=test_database_url(), **env),
         )  # fmt: skip
         proc.log = log  # type: ignore[attr-defined]
         started.append(proc)
@@ -188,15 +158,10 @@ def test_the_worker_serves_the_sdks_metrics_after_running_an_approval(
     workflow_id = f"approval-{uuid.uuid4().hex[:8]}"
     request = {"request_id": workflow_id, "title": "Metrics laptop", "requested_by": "alice"}
 
-    async def start() -> None:
-        client = await Client.connect(dev_server.address)
-        await client.start_workflow("ApprovalWorkflow", request, id=workflow_id, task_queue=queue)
-
     async def decide_and_wait() -> dict[str, Any]:
         client = await Client.connect(dev_server.address)
         handle = client.get_workflow_handle(workflow_id)
-        decision = {"decision": "approve", "user": "bob", "comment": "", "decision_id": uuid.uuid4().hex}
-        await handle.signal("decide", decision)
+        await handle.signal("decide", decision("bob"))
         return await asyncio.wait_for(handle.result(), 30)
 
     async def drop_schedule() -> None:  # run_worker created it on this queue; nobody will poll it
@@ -204,15 +169,19 @@ def test_the_worker_serves_the_sdks_metrics_after_running_an_approval(
         await client.get_schedule_handle(SNAPSHOT_SCHEDULE_ID).delete()
 
     try:
-        wait_for(lambda: "worker polling task queue" in output(proc) or proc.poll() is not None, timeout=60)
+        eventually(
+            lambda: "worker polling task queue" in output(proc) or proc.poll() is not None, timeout=60, every=0.2
+        )
         assert proc.poll() is None, output(proc)
-        in_thread(start)
-        wait_for(lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists())
-        assert in_thread(decide_and_wait)["outcome"] == "approved"
+        start(dev_server.address, queue, "ApprovalWorkflow", request, workflow_id=workflow_id)
+        eventually(lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").exists(), timeout=30)
+        assert run_async(decide_and_wait)["outcome"] == "approved"
         # The core exports on its own schedule; the counters appear once something has counted.
-        text = wait_for(lambda: (t := scrape(metrics)) and "temporal_activity_execution_latency" in t and t)
+        text = eventually(
+            lambda: (t := scrape(metrics)) and "temporal_activity_execution_latency" in t and t, timeout=30
+        )
     finally:
-        in_thread(drop_schedule)
+        run_async(drop_schedule)
 
     found = samples(text)
     exported = names(text)

@@ -27,7 +27,7 @@ from workflows.parsing import (
     string_field,
     whole_number,
 )
-from workflows.reference.common import failure_message, invalid_input
+from workflows.reference.common import failure_message, parse_input
 from workflows.types import PARENT_TYPE_MEMO, ApprovalResult
 
 MAX_AMOUNT = 1_000_000_000
@@ -124,10 +124,7 @@ class TeamBudgetWorkflow:
 
     @workflow.run
     async def run(self, raw: Any) -> None:
-        try:
-            self._state = BudgetInput.parse(raw)
-        except InputError as exc:
-            raise invalid_input(exc) from None
+        self._state = parse_input(BudgetInput.parse, raw)
         # Signals may have arrived before this line (they run first on a new run): keep their order.
         self._queue[:0] = self._state.queued
         self._seen = list(self._state.seen)

@@ -57,7 +57,7 @@ from workflows.parsing import (
     string_field,
     whole_number,
 )
-from workflows.reference.common import failure_message, invalid_input
+from workflows.reference.common import failure_message, parse_input
 from workflows.types import OUTCOMES, PARENT_TYPE_MEMO, ApprovalResult
 
 MAX_CAMPAIGN_PAYLOAD = 4_000  # bytes of JSON: copied into every child's start event (see workflows/campaign.py)
@@ -190,10 +190,7 @@ class ApprovalCampaignWorkflow:
 
     @workflow.run
     async def run(self, raw: Any) -> CampaignResult:
-        try:
-            campaign = self._campaign = CampaignInput.parse(raw)
-        except InputError as exc:
-            raise invalid_input(exc) from None
+        campaign = self._campaign = parse_input(CampaignInput.parse, raw)
         if len(campaign.approvers) <= campaign.fan_out_limit:
             jobs = [(self._ask(campaign, user), [user]) for user in campaign.approvers]
         else:

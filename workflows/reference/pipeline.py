@@ -42,7 +42,7 @@ from workflows.parsing import (
     string_field,
     whole_number,
 )
-from workflows.reference.common import invalid_input, root_cause
+from workflows.reference.common import parse_input, root_cause
 from workflows.types import ApprovalResult
 
 FAIL_WITH = ("", "InvalidArtifact")
@@ -188,10 +188,7 @@ class DeploymentPipelineWorkflow:
 
     @workflow.run
     async def run(self, raw: Any) -> DeploymentResult:
-        try:
-            data = self._input = DeploymentInput.parse(raw)
-        except InputError as exc:
-            raise invalid_input(exc) from None
+        data = self._input = parse_input(DeploymentInput.parse, raw)
 
         build = await self._step(
             "build",

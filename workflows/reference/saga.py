@@ -46,7 +46,7 @@ from workflows.parsing import (
     string_field,
     whole_number,
 )
-from workflows.reference.common import failure_message, invalid_input
+from workflows.reference.common import failure_message, parse_input
 
 if TYPE_CHECKING:
     from workflows.reference.ledger import LedgerEntry
@@ -183,10 +183,7 @@ class OrderSagaWorkflow:
 
     @workflow.run
     async def run(self, raw: Any) -> OrderResult:
-        try:
-            order = OrderInput.parse(raw)
-        except InputError as exc:
-            raise invalid_input(exc) from None
+        order = parse_input(OrderInput.parse, raw)
 
         approval: ApprovalResult | None = None
         try:
