@@ -131,9 +131,17 @@ class PolicyForm(forms.ModelForm):
 
     class Meta:
         model = Policy
-        fields = ["name", "slug", "description", "final_action", "rejection_is_veto", "is_default"]
+        fields = [
+            "name", "slug", "description", "final_action", "rejection_is_veto", "is_default", "inbox_fields",
+            "no_bulk_decisions",
+        ]  # fmt: skip
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-        labels = {"rejection_is_veto": "Any rejection ends the request", "is_default": "Default policy"}
+        labels = {
+            "rejection_is_veto": "Any rejection ends the request",
+            "is_default": "Default policy",
+            "inbox_fields": "Inbox columns",
+            "no_bulk_decisions": "No bulk decisions",
+        }
 
 
 class LevelForm(forms.Form):

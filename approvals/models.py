@@ -15,15 +15,31 @@ from datetime import date, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.db.models import Exists, OuterRef, Q
-from django.db.models.functions import Lower
+from django.db import connection, models
+from django.db.models import Case, Exists, FloatField, OuterRef, Q, Value, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Collate, Lower, Replace, Trim
 from django.urls import reverse
 from django.utils import timezone
 
 from approvals.durations import MAX_DAYS, MAX_SECONDS
 
 FOLD_AT = 240
+
+
+INBOX_FIELDS_MAX = 3
+
+
+def parse_inbox_fields(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def validate_inbox_fields(value: str) -> None:
+    names = parse_inbox_fields(value)
+    if len(names) > INBOX_FIELDS_MAX:
+        raise ValidationError(f"At most {INBOX_FIELDS_MAX} fields; {len(names)} given.")
+    if any(len(name) > 100 for name in names):
+        raise ValidationError("A field name is at most 100 characters.")
 
 
 class Policy(models.Model):
@@ -44,6 +60,16 @@ class Policy(models.Model):
         help_text="On: any rejection ends the request as rejected. Off: a rejection is one vote against, and the "
         "request is rejected when rejections reach the level's required approvals.",
     )
+    inbox_fields = models.CharField(
+        max_length=300,
+        blank=True,
+        validators=[validate_inbox_fields],
+        help_text="Up to three payload fields shown as inbox columns, comma-separated (e.g. amount, vendor).",
+    )
+    no_bulk_decisions = models.BooleanField(
+        default=False,
+        help_text="On: its tasks must be decided one at a time, on their own page; bulk approve/reject refuses them.",
+    )
     # Bumped on every save through the editor: a form opened at revision 3
     # cannot overwrite revision 4 (optimistic locking).
     revision = models.PositiveIntegerField(default=1)
@@ -60,6 +86,10 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def inbox_field_names(self) -> list[str]:
+        return parse_inbox_fields(self.inbox_fields)
 
 
 class PolicyLevel(models.Model):
@@ -160,6 +190,68 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
     def pending(self) -> TaskQuerySet:
         return self.filter(status=ApprovalTask.Status.PENDING)
 
+    def search(self, text: str) -> TaskQuerySet:
+        return self.filter(Q(title__icontains=text) | Q(request_id=text))
+
+    def overdue(self) -> TaskQuerySet:
+        return self.filter(status=ApprovalTask.Status.PENDING, due_at__lt=timezone.now())
+
+    def assigned_via(self, user: AbstractBaseUser, *, direct: bool) -> TaskQuerySet:
+        """Tasks that reach the user directly (by name, or as a delegate) or through one of their groups."""
+        users, groups = _reach(user)
+        way = Q(user__in=users) if direct else Q(group__in=groups)
+        return self.filter(Exists(TaskAssignment.objects.filter(way, task=OuterRef("pk"))))
+
+    def where_payload(self, field: str, operator: str, value: str) -> TaskQuerySet:
+        """Tasks whose payload field meets a condition, as ``compare`` (routing rules) decides it:
+        numbers compare as numbers ("10,000" >= 9999.5), everything else as text.
+
+        In SQL on PostgreSQL and SQLite alike: the field's text, commas removed, is cast to a number only
+        when it reads as one (a cast of "ACME" fails on PostgreSQL), so a filter costs no Python scan and
+        the page still reads its rows in index order."""
+        # As plain text: the JSON key lookups (icontains, exact) would read the value as JSON again.
+        raw = Cast(KeyTextTransform(field, "payload"), models.TextField())
+        numeric = Case(
+            When(_where_text__regex=r"^[-+]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][-+]?[0-9]{1,2})?$",
+                 then=Cast("_where_text", FloatField())),
+            default=None,
+            output_field=FloatField(),
+        )  # fmt: skip
+        tasks = self.alias(
+            _where_raw=raw,
+            _where_text=Trim(Replace("_where_raw", Value(","), Value(""), output_field=models.TextField())),
+            _where_num=numeric,
+        ).filter(payload__has_key=field)
+        if operator == RoutingRule.Operator.CONTAINS:
+            return tasks.filter(_where_raw__icontains=value)
+        lookups = {"==": "exact", "!=": "exact", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
+        if operator not in lookups:
+            return self.none()
+        # ``compare`` reads both sides as numbers when both are; otherwise it compares their text, code
+        # point by code point (the "C" collation on PostgreSQL, SQLite's default BINARY).
+        text = Collate("_where_raw", "C" if connection.vendor == "postgresql" else "BINARY")
+        as_text = Q(**{f"_where_bin__{lookups[operator]}": value})
+        number = _as_number(value)
+        if number is None:
+            meets = as_text
+        else:
+            as_number = Q(**{f"_where_num__{lookups[operator]}": number})
+            meets = Q(_where_num__isnull=False) & as_number | Q(_where_num__isnull=True) & as_text
+        tasks = tasks.alias(_where_bin=text)
+        return tasks.exclude(meets) if operator == RoutingRule.Operator.NE else tasks.filter(meets)
+
+    def sorted_for_inbox(self, column: str, *, descending: bool = False, pending_only: bool = False) -> TaskQuerySet:
+        """Ordered by one column then id, both the same way, so that pending tasks come straight from
+        that column's (status, column, id) index, read forwards or backwards. With closed tasks too,
+        pending ones come first."""
+        if column == "due_at" and not descending:
+            return self.inbox_order(pending_only=pending_only)
+        sign = "-" if descending else ""
+        if pending_only:
+            return self.order_by(f"{sign}{column}", f"{sign}pk")
+        key = models.F(column).desc(nulls_last=True) if descending else models.F(column).asc(nulls_last=True)
+        return self.order_by(models.Case(models.When(status="pending", then=0), default=1), key, f"{sign}pk")
+
     def inbox_order(self, *, pending_only: bool = False) -> TaskQuerySet:
         """Pending first, soonest due first. Pending alone is ordered by (due_at, id) only, which the
         (status, due_at, id) index serves in order: the first page reads 25 rows, not all of them."""
@@ -251,7 +343,15 @@ class ApprovalTask(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "due_at", "id"], name="task_status_due_id")]
+        # Each inbox sort on pending tasks reads its first page in order from its own index
+        # ((status, key, id), scanned either way), never sorting every row.
+        indexes = [
+            models.Index(fields=["status", "due_at", "id"], name="task_status_due_id"),
+            models.Index(fields=["status", "created_at", "id"], name="task_status_created_id"),
+            models.Index(fields=["status", "requested_by", "id"], name="task_status_requester_id"),
+            models.Index(fields=["status", "level", "id"], name="task_status_level_id"),
+            models.Index(fields=["status", "title", "id"], name="task_status_title_id"),
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -294,6 +394,17 @@ class ApprovalTask(models.Model):
 
     def can_be_decided_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
         return not self.decision_refusal(user)
+
+    def inbox_columns(self) -> list[tuple[str, str]]:
+        """(field, text) for the payload fields the task's policy shows in the inbox; "—" when absent."""
+        names = self.policy.inbox_field_names if self.policy is not None else []
+        payload = self.payload if isinstance(self.payload, dict) else {}
+        shown = []
+        for name in names:
+            value = payload.get(name)
+            text = "—" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            shown.append((name, text if len(text) <= 60 else text[:59] + "…"))
+        return shown
 
     def payload_items(self) -> list[tuple[str, str, bool]]:
         """(key, text, fold) per payload field: nested values as indented JSON,
@@ -507,6 +618,14 @@ class RoutingRule(models.Model):
         return compare(payload[self.field], self.operator, self.value)
 
 
+def _as_number(text: str) -> float | None:
+    try:
+        number = float(text.replace(",", "").strip())
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
 def compare(actual: object, operator: str, expected: str) -> bool:
     """Numbers compare as numbers ("10000" >= 9999.5), everything else as text."""
     if operator == RoutingRule.Operator.CONTAINS:
@@ -553,3 +672,25 @@ class Delegation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.delegate} ({self.starts_on}–{self.ends_on})"
+
+
+class SavedView(models.Model):
+    """A user's named inbox sort and filters: the inbox's query string, shown as a tab.
+
+    Only the query string is stored, so a saved view is as shareable as the URL it opens: a colleague
+    following it sees the same sort and filters applied to their own tasks."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views")
+    name = models.CharField(max_length=60)
+    query = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="one_saved_view_per_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("approvals:inbox") + (f"?{self.query}" if self.query else "")

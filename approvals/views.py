@@ -8,8 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -19,7 +18,8 @@ from django_htmx.http import trigger_client_event
 from approvals import services
 from approvals.audit import verify_task_chain
 from approvals.forms import DecisionForm, RequestForm
-from approvals.models import ApprovalTask, Decision, InboxCounts
+from approvals.inbox import SORT_LABELS, VIAS, InboxQuery, inbox_tasks, parse_inbox_query
+from approvals.models import ApprovalTask, Decision, InboxCounts, Policy, SavedView
 from config.http import AuthenticatedRequest
 from monitoring.access import can_monitor
 from workflows import client as temporal
@@ -60,24 +60,68 @@ def get_task_for_user(user: User | AnonymousUser, pk: int) -> ApprovalTask:
 @login_required
 @require_GET
 def inbox(request: AuthenticatedRequest) -> HttpResponse:
-    show = request.GET.get("show", "pending")
-    query = request.GET.get("q", "").strip()[:200]
-    tasks = ApprovalTask.objects.visible_to(request.user)
+    query = parse_inbox_query(request.GET)
     counts = ApprovalTask.objects.inbox_counts(request.user)
     request.tollgate_pending = counts  # type: ignore[attr-defined]  # the header's badge reuses it
-    if show != "all":
-        show = "pending"
-        tasks = tasks.pending()
-    if query:
-        tasks = tasks.filter(Q(title__icontains=query) | Q(request_id=query))
-    known = counts if show == "pending" and not query else None
-    paginator = CappedPaginator(
-        tasks.select_related("policy").inbox_order(pending_only=show == "pending"), PAGE_SIZE, known=known
-    )
+    tasks = inbox_tasks(request.user, query).select_related("policy")
+    # The header's counts are the plain pending list's; anything narrower counts its own rows (capped).
+    paginator = CappedPaginator(tasks, PAGE_SIZE, known=None if query.narrowed else counts)
     page = paginator.get_page(request.GET.get("page"))
-    context = {"page": page, "counts": counts, "show": show, "query": query}
+    context = {
+        "page": page,
+        "counts": counts,
+        "query": query,
+        "sorts": _sorts(query),
+        "field_names": _payload_columns(page.object_list),
+        "saved_views": SavedView.objects.filter(user=request.user.pk),
+        "policies": Policy.objects.filter(retired_at=None).only("slug", "name"),
+        "vias": VIAS,
+    }
     template = "approvals/inbox.html#rows" if request.htmx and not request.htmx.boosted else "approvals/inbox.html"
     return render(request, template, context)
+
+
+def _sorts(query: InboxQuery) -> dict[str, dict[str, object]]:
+    """The sortable headers: label, the link that sorts by it, and whether (and which way) it sorts now."""
+    return {
+        key: {"label": label, "link": query.sort_link(key), "active": query.sort == key,
+              "descending": query.sort == key and query.descending}
+        for key, label in SORT_LABELS.items()
+    }  # fmt: skip
+
+
+def _payload_columns(tasks: Any) -> list[str]:
+    """The payload fields the page's policies ask to show, in first-seen order (at most three per policy)."""
+    names: list[str] = []
+    for task in tasks:
+        for name in task.policy.inbox_field_names if task.policy else []:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+@login_required
+@require_POST
+def save_view(request: AuthenticatedRequest) -> HttpResponse:
+    """Name the inbox's current sort and filters; the name becomes a tab (saving a name again replaces it)."""
+    name = request.POST.get("name", "").strip().replace("\x00", "")[:60]
+    query = parse_inbox_query(QueryDict(request.POST.get("query", "")[:1000]))
+    if not name:
+        messages.error(request, "A saved view needs a name.")
+    else:
+        SavedView.objects.update_or_create(user=request.user, name=name, defaults={"query": query.urlencode()})
+        messages.success(request, f"Saved the view “{name}”.")
+    return redirect(reverse("approvals:inbox") + (f"?{query.urlencode()}" if query.urlencode() else ""))
+
+
+@login_required
+@require_POST
+def delete_view(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    deleted, _ = SavedView.objects.filter(user=request.user.pk, pk=pk).delete()
+    if not deleted:
+        raise Http404("No such saved view of yours.")
+    messages.success(request, "Saved view removed.")
+    return redirect("approvals:inbox")
 
 
 @login_required

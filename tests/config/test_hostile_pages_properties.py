@@ -153,9 +153,14 @@ def post(
 # ---- approvals: inbox, lists, detail, decide, new request -------------------------------------------
 
 
+INBOX_QUERY = ("show", "q", "page", "format", "sort", "requester", "policy", "type", "overdue", "level", "via", "where")
+
+
 @PAGES
-@given(query=params("show", "q", "page", "format"), htmx=st.booleans())
+@given(query=params(*INBOX_QUERY), htmx=st.booleans())
 @example(query={"page": "9" * 5000, "q": "\x00"}, htmx=False)
+@example(query={"sort": "--due", "level": "9" * 5000, "where": "amount >= 1e999"}, htmx=False)
+@example(query={"where": "amount >= " + "9" * 400, "via": "\x00", "policy": "standard"}, htmx=True)
 def test_the_inbox_and_its_lists_answer_any_query(
     world: dict[str, Any], raised: list[str], query: dict[str, Any], htmx: bool
 ) -> None:
@@ -172,6 +177,14 @@ def test_a_decision_form_answers_any_post(
     world: dict[str, Any], raised: list[str], data: dict[str, Any], htmx: bool
 ) -> None:
     post(login(world["bob"]), f"/approvals/{world['task'].pk}/decide/", data, raised, htmx=htmx)
+
+
+@PAGES
+@given(data=params("name", "query"))
+@example(data={"name": "x" * 2001, "query": "where=" + "[" * 5000})
+@example(data={"name": "a\x00b", "query": "sort=\x00&level=" + "9" * 5000})
+def test_saving_an_inbox_view_answers_any_post(world: dict[str, Any], raised: list[str], data: dict[str, Any]) -> None:
+    post(login(world["bob"]), "/approvals/views/", data, raised)
 
 
 NEW_REQUEST = (

@@ -83,6 +83,10 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     "approvals/decisions/": {"GET": SIGNED_IN_PAGE, "POST": NOT_POST},
     "approvals/requests/": {"GET": SIGNED_IN_PAGE, "POST": NOT_POST},
     "approvals/away/": {"GET": SIGNED_IN_PAGE, "POST": SIGNED_IN_PAGE},
+    # Saved inbox views are each user's own: saving an empty name is refused with a message (302 back
+    # to the inbox); removing a view that is not yours (here: no view has the task's id) is 404.
+    "approvals/views/": {"GET": NOT_GET, "POST": row(302)},
+    "approvals/views/<int:pk>/delete/": {"GET": NOT_GET, "POST": row(404)},
     # alice's task, assigned to bob's group at level 1: carol (level 2, not reached) and dave see
     # nothing (404, not 403: no hint that it exists); operators and admins see every task.
     "approvals/<int:pk>/": {"GET": row(200, carol=404, dave=404), "POST": row(405)},
