@@ -27,6 +27,20 @@ class DecisionForm(forms.Form):
         return data
 
 
+class BulkDecisionForm(DecisionForm):
+    """A decision for many tasks: ticked ids (``task``, repeated) or every task matching the inbox's
+    ``query`` (``all``); ``run`` is the id the page polls for progress."""
+
+    run = forms.UUIDField(required=False)
+    all = forms.BooleanField(required=False)
+    query = forms.CharField(required=False, max_length=2000)
+
+    def task_ids(self) -> list[int]:
+        """The ticked ids that can be ids at all (anything else cannot name a task: dropped)."""
+        values = self.data.getlist("task") if hasattr(self.data, "getlist") else []
+        return list(dict.fromkeys(int(v) for v in values if v.isascii() and v.isdigit() and len(v) <= 12))
+
+
 class RequestForm(forms.Form):
     title = forms.CharField(max_length=300)
     description = forms.CharField(required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 4}))

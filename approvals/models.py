@@ -694,3 +694,34 @@ class SavedView(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("approvals:inbox") + (f"?{self.query}" if self.query else "")
+
+
+class BulkDecision(models.Model):
+    """One bulk approve/reject: its progress while it runs (polled by the inbox) and each task's result.
+
+    The tasks themselves go through the single decision's path (``services.record_decision``, one
+    ``Decision`` row each); this row only reports on them. Its id comes from the page that submits it,
+    so the page can ask for progress before the answer arrives."""
+
+    class Phase(models.TextChoices):
+        RECORDING = "recording", "Recording decisions"
+        SENDING = "sending", "Sending them to the workflow engine"
+        WAITING = "waiting", "Waiting for the workflows to confirm"
+        DONE = "done", "Done"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_decisions")
+    choice = models.CharField(max_length=10, choices=Decision.Choice.choices)
+    comment = models.TextField(blank=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.RECORDING)
+    results = models.JSONField(default=list, blank=True)  # [{"task", "title", "state", "message"}]
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.choice} {self.total} tasks"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +11,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,9 +19,9 @@ from django_htmx.http import trigger_client_event
 
 from approvals import services
 from approvals.audit import verify_task_chain
-from approvals.forms import DecisionForm, RequestForm
+from approvals.forms import BulkDecisionForm, DecisionForm, RequestForm
 from approvals.inbox import SORT_LABELS, VIAS, InboxQuery, inbox_tasks, parse_inbox_query
-from approvals.models import ApprovalTask, Decision, InboxCounts, Policy, SavedView
+from approvals.models import ApprovalTask, BulkDecision, Decision, InboxCounts, Policy, SavedView
 from config.http import AuthenticatedRequest
 from monitoring.access import can_monitor
 from workflows import client as temporal
@@ -76,6 +78,8 @@ def inbox(request: AuthenticatedRequest) -> HttpResponse:
         "saved_views": SavedView.objects.filter(user=request.user.pk),
         "policies": Policy.objects.filter(retired_at=None).only("slug", "name"),
         "vias": VIAS,
+        "new_run": uuid.uuid4(),
+        "bulk_limit": BULK_LIMIT,
     }
     template = "approvals/inbox.html#rows" if request.htmx and not request.htmx.boosted else "approvals/inbox.html"
     return render(request, template, context)
@@ -158,6 +162,68 @@ def decide(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     context = _detail_context(request, task, DecisionForm(), result=result)
     response = render(request, "approvals/task_detail.html#decided", context)
     return trigger_client_event(response, "tollgate:decided", {"task": task.pk, "state": result.state})
+
+
+BULK_LIMIT = 500  # per bulk decision: about 500 rows and signals, a few seconds at most
+
+
+@login_required
+@require_POST
+def bulk_decide(request: AuthenticatedRequest) -> HttpResponse:
+    form = BulkDecisionForm(request.POST)
+    tasks = _bulk_tasks(request, form) if form.is_valid() else []
+    missing = (
+        []
+        if not form.is_valid() or form.cleaned_data["all"]
+        else sorted(set(form.task_ids()[:BULK_LIMIT]) - {t.pk for t in tasks})
+    )
+    if form.is_valid() and not tasks and not missing:
+        form.add_error(None, "Select at least one pending task.")
+    if not form.is_valid():
+        if not request.htmx:
+            messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
+            return redirect("approvals:inbox")
+        return render(request, "approvals/bulk.html#results", {"form": form, "new_run": uuid.uuid4()}, status=422)
+    run_id = form.cleaned_data["run"] or uuid.uuid4()
+    run, created = BulkDecision.objects.get_or_create(
+        pk=run_id,
+        user=request.user,
+        defaults={"choice": form.cleaned_data["choice"], "comment": form.cleaned_data["comment"].strip(),
+                  "total": len(tasks) + len(missing)},
+    )  # fmt: skip
+    if created:  # a second submission of the same run (a double click) shows the first one's results
+        services.decide_in_bulk(run=run, tasks=tasks, user=request.user, missing=missing)
+    if not request.htmx:
+        return redirect("approvals:bulk_result", pk=run.pk)
+    return render(request, "approvals/bulk.html#results", {"run": run, "labels": services.BULK_LABELS,
+                                                            "new_run": uuid.uuid4()})  # fmt: skip
+
+
+def _bulk_tasks(request: AuthenticatedRequest, form: BulkDecisionForm) -> list[ApprovalTask]:
+    """The tasks a bulk decision names, in the inbox's order: every pending task matching the inbox's
+    query, or the ticked ones the user may see (ids of other tasks name nothing)."""
+    if form.cleaned_data["all"]:
+        query = replace(parse_inbox_query(QueryDict(form.cleaned_data["query"])), show="pending")
+        tasks = inbox_tasks(request.user, query)
+    else:
+        ids = form.task_ids()[:BULK_LIMIT]
+        tasks = ApprovalTask.objects.visible_to(request.user).filter(pk__in=ids).order_by("due_at", "pk")
+    return list(tasks.select_related("policy")[:BULK_LIMIT])
+
+
+@login_required
+@require_GET
+def bulk_result(request: AuthenticatedRequest, pk: uuid.UUID) -> HttpResponse:
+    run = get_object_or_404(BulkDecision, pk=pk, user=request.user.pk)
+    return render(request, "approvals/bulk.html", {"run": run, "labels": services.BULK_LABELS})
+
+
+@login_required
+@require_GET
+def bulk_progress(request: AuthenticatedRequest, pk: uuid.UUID) -> HttpResponse:
+    """Polled by the inbox while its bulk decision runs; before the run's row exists, "Starting…"."""
+    run = BulkDecision.objects.filter(pk=pk, user=request.user.pk).first()
+    return render(request, "approvals/bulk.html#progress", {"run": run})
 
 
 @login_required

@@ -187,6 +187,19 @@ def test_saving_an_inbox_view_answers_any_post(world: dict[str, Any], raised: li
     post(login(world["bob"]), "/approvals/views/", data, raised)
 
 
+@PAGES
+@given(data=params("task", "all", "query", "choice", "comment", "run"), htmx=st.booleans())
+@example(data={"task": ["9" * 5000, "²", "-1", str(2**63)], "choice": "approve"}, htmx=True)
+@example(data={"all": "1", "query": "where=amount>=" + "9" * 5000 + "&level=\x00", "choice": "approve"}, htmx=False)
+@example(data={"task": "1", "choice": "reject", "comment": "\x00", "run": "not-a-uuid"}, htmx=True)
+def test_a_bulk_decision_answers_any_post(
+    world: dict[str, Any], raised: list[str], data: dict[str, Any], htmx: bool
+) -> None:
+    bob = login(world["bob"])
+    post(bob, "/approvals/bulk/", {**data, "task": data.get("task", str(world["task"].pk))}, raised, htmx=htmx)
+    get(bob, f"/approvals/bulk/{uuid.uuid4()}/progress/", {}, raised)
+
+
 NEW_REQUEST = (
     "title",
     "description",

@@ -87,6 +87,11 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     # to the inbox); removing a view that is not yours (here: no view has the task's id) is 404.
     "approvals/views/": {"GET": NOT_GET, "POST": row(302)},
     "approvals/views/<int:pk>/delete/": {"GET": NOT_GET, "POST": row(404)},
+    # Bulk decisions: an empty one is refused with a message (302 back to the inbox); a run's results
+    # are its owner's only (a run nobody started: 404); its progress says "Starting…" until it exists.
+    "approvals/bulk/": {"GET": NOT_GET, "POST": row(302)},
+    "approvals/bulk/<uuid:pk>/": {"GET": row(404), "POST": NOT_POST},
+    "approvals/bulk/<uuid:pk>/progress/": {"GET": SIGNED_IN_PAGE, "POST": NOT_POST},
     # alice's task, assigned to bob's group at level 1: carol (level 2, not reached) and dave see
     # nothing (404, not 403: no hint that it exists); operators and admins see every task.
     "approvals/<int:pk>/": {"GET": row(200, carol=404, dave=404), "POST": row(405)},
@@ -155,7 +160,7 @@ def path_for(route: str, ids: dict[str, str]) -> str:
     if "<int:pk>" in route:
         pk = ids["policy"] if route.startswith("approvals/policies/") else ids["task"]
         route = route.replace("<int:pk>", pk)
-    route = route.replace("<slug:kind>", "order")
+    route = route.replace("<slug:kind>", "order").replace("<uuid:pk>", "5f0c3d3e-9a4e-4c4b-8a53-2f1f5b7c1d2e")
     if "(?P<workflow_id>" in route:
         tail = "act/" if route.endswith("/act/$") else ""
         route = f"monitoring/executions/{ids['workflow_id']}/{ids['run_id']}/{tail}"
