@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q
 from django.http import QueryDict
 
 from approvals.models import ApprovalTask, RoutingRule, TaskQuerySet
@@ -194,3 +195,17 @@ def inbox_tasks(user: AbstractBaseUser, query: InboxQuery) -> TaskQuerySet:
     if query.where is not None:
         tasks = tasks.where_payload(query.where.field, query.where.operator, query.where.value)
     return tasks.sorted_for_inbox(SORTS[query.sort], descending=query.descending, pending_only=query.pending_only)
+
+
+def next_task(user: AbstractBaseUser, query: InboxQuery, current: ApprovalTask) -> ApprovalTask | None:
+    """The pending task after ``current`` in this sort and filter that the user has not decided yet;
+    after the last one, the first (the queue's top, where newly arrived tasks may wait). Read as a
+    keyset from the sort's index: two single-row queries at most, whatever the inbox's size."""
+    column = SORTS[query.sort]
+    tasks = inbox_tasks(user, query).exclude(pk=current.pk).exclude(decisions__user=user.pk)
+    value = getattr(current, column)
+    if value is None:
+        return tasks.first()
+    sign = "lt" if query.descending else "gt"
+    after = Q(**{f"{column}__{sign}": value}) | Q(**{column: value, f"pk__{sign}": current.pk})
+    return tasks.filter(after).first() or tasks.first()

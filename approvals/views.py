@@ -20,7 +20,7 @@ from django_htmx.http import trigger_client_event
 from approvals import services
 from approvals.audit import verify_task_chain
 from approvals.forms import BulkDecisionForm, DecisionForm, RequestForm
-from approvals.inbox import SORT_LABELS, VIAS, InboxQuery, inbox_tasks, parse_inbox_query
+from approvals.inbox import SORT_LABELS, VIAS, InboxQuery, inbox_tasks, next_task, parse_inbox_query
 from approvals.models import ApprovalTask, BulkDecision, Decision, InboxCounts, Policy, SavedView
 from config.http import AuthenticatedRequest
 from monitoring.access import can_monitor
@@ -158,7 +158,8 @@ def decide(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     if not request.htmx:
         level = messages.SUCCESS if result.state == "applied" else messages.WARNING
         messages.add_message(request, level, result.message)
-        return redirect(task)
+        query = parse_inbox_query(request.GET).urlencode()
+        return redirect(task.get_absolute_url() + (f"?{query}" if query else ""))
     context = _detail_context(request, task, DecisionForm(), result=result)
     response = render(request, "approvals/task_detail.html#decided", context)
     return trigger_client_event(response, "tollgate:decided", {"task": task.pk, "state": result.state})
@@ -271,6 +272,12 @@ def _detail_context(
     request: AuthenticatedRequest, task: ApprovalTask, form: DecisionForm, result: services.DecideResult | None = None
 ) -> dict[str, object]:
     my_decision = task.decisions.filter(user=request.user.pk).first()
+    # The confirmation of my decision stays on the page through live refreshes and reloads: it is
+    # derived from my Decision row, not only from the answer to the click.
+    if result is None and my_decision is not None:
+        result = services.outcome_of(decision=my_decision, wait=False)
+    # The inbox's sort and filters, carried from the inbox to the task and on to the next one.
+    query = parse_inbox_query(request.GET)
     # Loaded once, shown and verified: the trail's check costs the page no query.
     decisions = list(task.decisions.select_related("user"))
     entries = list(task.audit.all())
@@ -294,7 +301,17 @@ def _detail_context(
         "temporal_url": _temporal_ui_link(request, task),
         "parent": _parent(request, task),
         "ledger": _order_ledger(task),
+        "inbox_query": query.urlencode(),
+        "next_task_url": _next_task_url(request, task, query) if my_decision or not task.is_open else "",
     }
+
+
+def _next_task_url(request: AuthenticatedRequest, task: ApprovalTask, query: InboxQuery) -> str:
+    """The next task to decide in the inbox's order, with the same query string; "" when none is left."""
+    following = next_task(request.user, replace(query, show="pending"), task)
+    if following is None:
+        return ""
+    return following.get_absolute_url() + (f"?{query.urlencode()}" if query.urlencode() else "")
 
 
 def _parent(request: HttpRequest, task: ApprovalTask) -> dict[str, str] | None:
