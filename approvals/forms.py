@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group, User
 from django.db import connection, models
 
 from approvals.durations import format_duration, parse_duration
-from approvals.models import Decision, Delegation, Policy, RoutingRule, level_timing_errors
+from approvals.models import DEFAULT_CLAIM_FOR, Decision, Delegation, Policy, RoutingRule, level_timing_errors
 from approvals.policies import LevelData, eligible_count, shadowed_rules
 from approvals.services import delegate_refusal
 from workflows.parsing import InputError, json_from_text
@@ -147,7 +147,7 @@ class PolicyForm(forms.ModelForm):
         model = Policy
         fields = [
             "name", "slug", "description", "final_action", "rejection_is_veto", "is_default", "inbox_fields",
-            "no_bulk_decisions",
+            "no_bulk_decisions", "claim_for",
         ]  # fmt: skip
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
         labels = {
@@ -155,7 +155,19 @@ class PolicyForm(forms.ModelForm):
             "is_default": "Default policy",
             "inbox_fields": "Inbox columns",
             "no_bulk_decisions": "No bulk decisions",
+            "claim_for": "“I'm on it” holds for",
         }
+        field_classes = {"claim_for": DurationField}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["claim_for"].required = False  # empty: the default hour
+
+    def clean_claim_for(self) -> timedelta:
+        value = self.cleaned_data.get("claim_for") or DEFAULT_CLAIM_FOR
+        if not timedelta(minutes=1) <= value <= timedelta(days=30):
+            raise forms.ValidationError("A claim holds between one minute and 30 days.")
+        return value
 
 
 class LevelForm(forms.Form):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
@@ -69,6 +69,10 @@ class Policy(models.Model):
     no_bulk_decisions = models.BooleanField(
         default=False,
         help_text="On: its tasks must be decided one at a time, on their own page; bulk approve/reject refuses them.",
+    )
+    claim_for = models.DurationField(
+        default=timedelta(hours=1),
+        help_text="How long an approver's “I'm on it” holds a task before it is released by itself.",
     )
     # Bumped on every save through the editor: a form opened at revision 3
     # cannot overwrite revision 4 (optimistic locking).
@@ -394,6 +398,15 @@ class ApprovalTask(models.Model):
 
     def can_be_decided_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
         return not self.decision_refusal(user)
+
+    def active_claim(self, *, now: datetime | None = None) -> TaskClaim | None:
+        """Who said "I'm on it", while it holds: a claim ends by itself ``policy.claim_for`` after it was
+        made (computed here, on read: no job releases it). Reads prefetched ``claims`` when there."""
+        now = now or timezone.now()
+        for claim in self.claims.all():
+            if claim.expires_at > now:
+                return claim
+        return None
 
     def inbox_columns(self) -> list[tuple[str, str]]:
         """(field, text) for the payload fields the task's policy shows in the inbox; "—" when absent."""
@@ -725,3 +738,27 @@ class BulkDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.choice} {self.total} tasks"
+
+
+DEFAULT_CLAIM_FOR = timedelta(hours=1)
+
+
+class TaskClaim(models.Model):
+    """ "I'm on it": one approver tells the others who may decide a task that they are looking at it.
+    Advisory only: it never stops another eligible approver from deciding. One row per task at most;
+    it holds until ``expires_at`` (from the task's policy, computed on read) or until released."""
+
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="claims")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claimed_at = models.DateTimeField(default=timezone.now)
+    holds_for = models.DurationField(default=DEFAULT_CLAIM_FOR)  # the policy's claim_for when claimed
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task"], name="one_claim_per_task")]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.task}"
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.claimed_at + self.holds_for

@@ -25,6 +25,7 @@ from django.utils.dateparse import parse_datetime
 
 from approvals import audit, live
 from approvals.models import (
+    DEFAULT_CLAIM_FOR,
     ApprovalTask,
     BulkDecision,
     Decision,
@@ -34,6 +35,7 @@ from approvals.models import (
     PolicyLevel,
     PolicyVersion,
     TaskAssignment,
+    TaskClaim,
 )
 from workflows import client as temporal
 from workflows.types import (
@@ -700,6 +702,50 @@ def _wait_for_result(decision: Decision) -> None:
         time.sleep(pause)
         pause = min(pause * 1.5, 0.1)
         decision.refresh_from_db(fields=["result", "result_reason"])
+
+
+# ---- web side: claims ("I'm on it") ----------------------------------------------------------
+
+
+def claim_task(*, task: ApprovalTask, user: User) -> str:
+    """Mark the task as taken by ``user`` for the others who may decide it; returns what to tell them.
+    Refused while someone else's claim holds; a lapsed claim (its time is computed on read) is replaced.
+    Only for someone who may decide the task now; deciding is never limited by a claim."""
+    refusal = task.decision_refusal(user)
+    if refusal:
+        return f"You cannot take this task: {refusal}."
+    now = timezone.now()
+    with transaction.atomic():
+        locked = ApprovalTask.objects.select_for_update().select_related("policy").get(pk=task.pk)
+        holder = locked.active_claim(now=now)
+        if holder is not None and holder.user_id != user.pk:
+            return f"{holder.user} is already on it (until {_hhmm(holder.expires_at)})."
+        holds_for = locked.policy.claim_for if locked.policy is not None else DEFAULT_CLAIM_FOR
+        TaskClaim.objects.filter(task=locked).delete()
+        claim = TaskClaim.objects.create(task=locked, user=user, claimed_at=now, holds_for=holds_for)
+        _audit(
+            locked, key=f"claimed:{uuid.uuid4().hex}", kind="claimed", at=now, actor=user.get_username(),
+            level=locked.level, message=f"{user} is on it (until {_hhmm(claim.expires_at)})",
+        )  # fmt: skip
+        live.task_changed(locked, "claim")
+    return f"You're on it until {_hhmm(claim.expires_at)}; the others see it in their inbox."
+
+
+def release_claim(*, task: ApprovalTask, user: User) -> str:
+    """Give the task back: only its holder releases a claim that still holds (a lapsed one has gone)."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = ApprovalTask.objects.select_for_update().get(pk=task.pk)
+        holder = locked.active_claim(now=now)
+        if holder is None or holder.user_id != user.pk:
+            return "You were not on this task."
+        holder.delete()
+        _audit(
+            locked, key=f"released:{uuid.uuid4().hex}", kind="released", at=now, actor=user.get_username(),
+            level=locked.level, message=f"{user} is no longer on it",
+        )  # fmt: skip
+        live.task_changed(locked, "claim")
+    return "Released: the others see the task as free again."
 
 
 # ---- web side: bulk decisions ---------------------------------------------------------

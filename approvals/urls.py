@@ -16,6 +16,7 @@ urlpatterns = [
     path("requests/", views.my_requests, name="my_requests"),
     path("<int:pk>/", views.task_detail, name="detail"),
     path("<int:pk>/decide/", views.decide, name="decide"),
+    path("<int:pk>/claim/", views.claim, name="claim"),
     path("away/", admin_views.out_of_office, name="away"),
     path("policies/", admin_views.policy_list, name="policies"),
     path("policies/new/", admin_views.policy_edit, name="policy_new"),

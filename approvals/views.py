@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import Prefetch
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,7 +22,7 @@ from approvals import services
 from approvals.audit import verify_task_chain
 from approvals.forms import BulkDecisionForm, DecisionForm, RequestForm
 from approvals.inbox import SORT_LABELS, VIAS, InboxQuery, inbox_tasks, next_task, parse_inbox_query
-from approvals.models import ApprovalTask, BulkDecision, Decision, InboxCounts, Policy, SavedView
+from approvals.models import ApprovalTask, BulkDecision, Decision, InboxCounts, Policy, SavedView, TaskClaim
 from config.http import AuthenticatedRequest
 from monitoring.access import can_monitor
 from workflows import client as temporal
@@ -65,7 +66,13 @@ def inbox(request: AuthenticatedRequest) -> HttpResponse:
     query = parse_inbox_query(request.GET)
     counts = ApprovalTask.objects.inbox_counts(request.user)
     request.tollgate_pending = counts  # type: ignore[attr-defined]  # the header's badge reuses it
-    tasks = inbox_tasks(request.user, query).select_related("policy")
+    tasks = (
+        inbox_tasks(request.user, query)
+        .select_related("policy")
+        .prefetch_related(
+            Prefetch("claims", queryset=TaskClaim.objects.select_related("user"))  # one query, claims or none
+        )
+    )
     # The header's counts are the plain pending list's; anything narrower counts its own rows (capped).
     paginator = CappedPaginator(tasks, PAGE_SIZE, known=None if query.narrowed else counts)
     page = paginator.get_page(request.GET.get("page"))
@@ -163,6 +170,20 @@ def decide(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     context = _detail_context(request, task, DecisionForm(), result=result)
     response = render(request, "approvals/task_detail.html#decided", context)
     return trigger_client_event(response, "tollgate:decided", {"task": task.pk, "state": result.state})
+
+
+@login_required
+@require_POST
+def claim(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """ "I'm on it" (``action=claim``) or give it back (``action=release``)."""
+    task = get_task_for_user(request.user, pk)
+    if request.POST.get("action") == "release":
+        message = services.release_claim(task=task, user=request.user)
+    else:
+        message = services.claim_task(task=task, user=request.user)
+    messages.info(request, message)
+    query = parse_inbox_query(request.GET).urlencode()
+    return redirect(task.get_absolute_url() + (f"?{query}" if query else ""))
 
 
 BULK_LIMIT = 500  # per bulk decision: about 500 rows and signals, a few seconds at most
@@ -303,6 +324,7 @@ def _detail_context(
         "ledger": _order_ledger(task),
         "inbox_query": query.urlencode(),
         "next_task_url": _next_task_url(request, task, query) if my_decision or not task.is_open else "",
+        "claim": task.active_claim() if task.is_open else None,
     }
 
 

@@ -188,6 +188,17 @@ def test_saving_an_inbox_view_answers_any_post(world: dict[str, Any], raised: li
 
 
 @PAGES
+@given(data=params("action", "sort", "where"), as_bob=st.booleans())
+@example(data={"action": "release", "sort": "\x00"}, as_bob=True)
+def test_claiming_a_task_answers_any_post(
+    world: dict[str, Any], raised: list[str], data: dict[str, Any], as_bob: bool
+) -> None:
+    client = login(world["bob"] if as_bob else world["alice"])
+    query = "&".join(f"{k}={quote(str(v)[:300])}" for k, v in data.items() if k != "action")
+    post(client, f"/approvals/{world['task'].pk}/claim/?{query}", {"action": data.get("action", "")}, raised)
+
+
+@PAGES
 @given(data=params("task", "all", "query", "choice", "comment", "run"), htmx=st.booleans())
 @example(data={"task": ["9" * 5000, "²", "-1", str(2**63)], "choice": "approve"}, htmx=True)
 @example(data={"all": "1", "query": "where=amount>=" + "9" * 5000 + "&level=\x00", "choice": "approve"}, htmx=False)
@@ -222,7 +233,7 @@ POLICY_FORM = (
     "name", "slug", "description", "final_action", "rejection_is_veto", "is_default", "revision", "action",
     "levels-TOTAL_FORMS", "levels-INITIAL_FORMS", "levels-MIN_NUM_FORMS", "levels-MAX_NUM_FORMS",
     "levels-0-groups", "levels-0-users", "levels-0-timeout", "levels-0-reminder", "levels-0-required_approvals",
-    "levels-0-DELETE", "levels-1-timeout", "levels-1-groups",
+    "levels-0-DELETE", "levels-1-timeout", "levels-1-groups", "inbox_fields", "no_bulk_decisions", "claim_for",
 )  # fmt: skip
 VALID_POLICY = {
     "name": "Props", "slug": "props", "final_action": "expire", "revision": "0", "levels-TOTAL_FORMS": "1",
@@ -236,6 +247,7 @@ VALID_POLICY = {
 @example(data={"action": "add_level", "levels-TOTAL_FORMS": "²"}, base=True, existing=False)
 @example(data={"action": "add_level", "levels-TOTAL_FORMS": "9" * 5000}, base=True, existing=True)
 @example(data={"action": "preview", "levels-0-timeout": "9" * 5000 + "d"}, base=True, existing=False)
+@example(data={"claim_for": "9" * 5000 + "d", "inbox_fields": "a, b, c, d, " + "x" * 300}, base=True, existing=True)
 def test_the_policy_editor_answers_any_post(
     world: dict[str, Any], raised: list[str], data: dict[str, Any], base: bool, existing: bool
 ) -> None:

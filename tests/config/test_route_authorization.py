@@ -99,6 +99,9 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     # reach the form, which refuses an empty decision (422); an operator or admin who is no
     # assignee is then told the task is not assigned to them (tests/approvals/test_views.py).
     "approvals/<int:pk>/decide/": {"GET": row(405), "POST": row(422, alice=403, carol=404, dave=404)},
+    # "I'm on it": whoever sees the task is answered (302 back to it, with a refusal when they may not
+    # decide it: the requester, an operator or admin who is no assignee); the others get 404.
+    "approvals/<int:pk>/claim/": {"GET": row(405), "POST": row(302, carol=404, dave=404)},
     # Escalation policies and routing rules: staff admins only.
     "approvals/policies/": {"GET": POLICY_ADMIN_GET, "POST": POLICY_ADMIN_NOT_GET},
     "approvals/policies/new/": {"GET": POLICY_ADMIN_GET, "POST": row(403, admin=422)},
