@@ -716,7 +716,7 @@ def claim_task(*, task: ApprovalTask, user: User) -> str:
         return f"You cannot take this task: {refusal}."
     now = timezone.now()
     with transaction.atomic():
-        locked = ApprovalTask.objects.select_for_update().select_related("policy").get(pk=task.pk)
+        locked = ApprovalTask.objects.select_for_update(of=("self",)).select_related("policy").get(pk=task.pk)
         holder = locked.active_claim(now=now)
         if holder is not None and holder.user_id != user.pk:
             return f"{holder.user} is already on it (until {_hhmm(holder.expires_at)})."
