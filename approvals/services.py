@@ -704,6 +704,32 @@ def _wait_for_result(decision: Decision) -> None:
         decision.refresh_from_db(fields=["result", "result_reason"])
 
 
+# ---- web side: a requester withdraws ----------------------------------------------------------
+
+
+def withdraw_request(*, task: ApprovalTask, user: User, reason: str) -> str:
+    """Cancel a pending request as its requester: the workflow's own ``cancel`` signal, naming them
+    (as an operator's cancel from monitoring does), so its result, the task and the audit trail say
+    who withdrew it. Waits briefly for the workflow to close the task; returns what to tell them."""
+    if task.requester_id != user.pk:
+        raise PermissionError("only the requester withdraws a request")
+    if task.status != ApprovalTask.Status.PENDING:
+        return f"This request is {task.get_status_display().lower()}: there is nothing to withdraw."
+    sent = {"user": user.get_username(), "reason": reason or "Withdrawn by the requester"}
+    try:
+        temporal.run(temporal.signal_workflow, workflow_id=task.workflow_id, name="cancel", payload=sent)
+    except temporal.TemporalUnavailable:
+        return "The workflow engine cannot be reached: nothing was withdrawn. Try again in a moment."
+    except temporal.TemporalError as exc:
+        return f"Temporal refused the withdrawal: {exc}"
+    deadline = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if not ApprovalTask.objects.filter(pk=task.pk, status=ApprovalTask.Status.PENDING).exists():
+            return "Request withdrawn: the approvers no longer see it."
+        time.sleep(0.05)
+    return "Withdrawal sent: the request closes as soon as a worker picks it up."
+
+
 # ---- web side: claims ("I'm on it") ----------------------------------------------------------
 
 

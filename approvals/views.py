@@ -186,6 +186,17 @@ def claim(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     return redirect(task.get_absolute_url() + (f"?{query}" if query else ""))
 
 
+@login_required
+@require_POST
+def withdraw(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    task = get_task_for_user(request.user, pk)
+    if task.requester_id != request.user.pk:
+        raise PermissionDenied("Only the requester may withdraw a request.")
+    reason = request.POST.get("reason", "").replace("\x00", "").strip()[:500]
+    messages.info(request, services.withdraw_request(task=task, user=request.user, reason=reason))
+    return redirect(task)
+
+
 BULK_LIMIT = 500  # per bulk decision: about 500 rows and signals, a few seconds at most
 
 

@@ -199,6 +199,13 @@ def test_claiming_a_task_answers_any_post(
 
 
 @PAGES
+@given(data=params("reason"))
+@example(data={"reason": "\x00" + "x" * 20_000})
+def test_withdrawing_a_request_answers_any_post(world: dict[str, Any], raised: list[str], data: dict[str, Any]) -> None:
+    post(login(world["alice"]), f"/approvals/{world['task'].pk}/withdraw/", data, raised)
+
+
+@PAGES
 @given(data=params("task", "all", "query", "choice", "comment", "run"), htmx=st.booleans())
 @example(data={"task": ["9" * 5000, "²", "-1", str(2**63)], "choice": "approve"}, htmx=True)
 @example(data={"all": "1", "query": "where=amount>=" + "9" * 5000 + "&level=\x00", "choice": "approve"}, htmx=False)

@@ -102,6 +102,9 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     # "I'm on it": whoever sees the task is answered (302 back to it, with a refusal when they may not
     # decide it: the requester, an operator or admin who is no assignee); the others get 404.
     "approvals/<int:pk>/claim/": {"GET": row(405), "POST": row(302, carol=404, dave=404)},
+    # Withdrawing: the requester only (302 back, here told Temporal cannot be reached); whoever else
+    # sees the task is refused (403), the others get 404.
+    "approvals/<int:pk>/withdraw/": {"GET": row(405), "POST": row(403, alice=302, carol=404, dave=404)},
     # Escalation policies and routing rules: staff admins only.
     "approvals/policies/": {"GET": POLICY_ADMIN_GET, "POST": POLICY_ADMIN_NOT_GET},
     "approvals/policies/new/": {"GET": POLICY_ADMIN_GET, "POST": row(403, admin=422)},
