@@ -11,14 +11,15 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import ValidationError
 from django.db import connection, models
 from django.db.models import Case, Exists, FloatField, OuterRef, Q, Value, When
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Collate, Lower, Replace, Trim
+from django.db.models.fields.json import KeyTextTransform, compile_json_path  # type: ignore[attr-defined]
+from django.db.models.functions import Cast, Collate, Length, Lower, Replace, Trim
 from django.urls import reverse
 from django.utils import timezone
 
@@ -182,6 +183,27 @@ class InboxCounts:
         return f"{self.pending}+" if self.capped else str(self.pending)
 
 
+class IsJsonNumber(models.Func):
+    """Whether a JSON column's top-level key holds a number (not a string that reads as one)."""
+
+    output_field = models.BooleanField()
+
+    def __init__(self, column: str, key: str) -> None:
+        super().__init__(models.F(column))
+        self.key = key
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(json_type({sql}, %s) IN ('integer', 'real'))", [*params, compile_json_path([self.key])]
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(jsonb_typeof({sql} -> %s) = 'number')", [*params, self.key]
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
+        return "(1 = 0)", []  # elsewhere every value goes through the text test
+
+
 class TaskQuerySet(models.QuerySet["ApprovalTask"]):
     def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> TaskQuerySet:
         """Tasks assigned to the user or one of their groups, at any level so far."""
@@ -215,7 +237,11 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         the page still reads its rows in index order."""
         # As plain text: the JSON key lookups (icontains, exact) would read the value as JSON again.
         raw = Cast(KeyTextTransform(field, "payload"), models.TextField())
+        # A JSON number is cast at once; text only when it reads as a number. The test on the JSON type
+        # comes first so that numbers never reach the regular expression (a Python call per row on
+        # SQLite: 2.7x the plain page with 10,000 amounts, against 1.2x without it).
         numeric = Case(
+            When(Q(_where_isnum=True, _where_len__lte=40), then=Cast(KeyTextTransform(field, "payload"), FloatField())),
             When(_where_text__regex=r"^[-+]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][-+]?[0-9]{1,2})?$",
                  then=Cast("_where_text", FloatField())),
             default=None,
@@ -223,6 +249,8 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
         )  # fmt: skip
         tasks = self.alias(
             _where_raw=raw,
+            _where_isnum=IsJsonNumber("payload", field),
+            _where_len=Length("_where_raw"),
             _where_text=Trim(Replace("_where_raw", Value(","), Value(""), output_field=models.TextField())),
             _where_num=numeric,
         ).filter(payload__has_key=field)
@@ -762,3 +790,19 @@ class TaskClaim(models.Model):
     @property
     def expires_at(self) -> datetime:
         return self.claimed_at + self.holds_for
+
+
+class TaskComment(models.Model):
+    """A question or answer on a task between its approvers and its requester, without deciding.
+    Each is also an entry in the task's audit chain (``services.comment_on_task``)."""
+
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField(max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.author} on {self.task}"

@@ -36,6 +36,7 @@ from approvals.models import (
     PolicyVersion,
     TaskAssignment,
     TaskClaim,
+    TaskComment,
 )
 from workflows import client as temporal
 from workflows.types import (
@@ -728,6 +729,33 @@ def withdraw_request(*, task: ApprovalTask, user: User, reason: str) -> str:
             return "Request withdrawn: the approvers no longer see it."
         time.sleep(0.05)
     return "Withdrawal sent: the request closes as soon as a worker picks it up."
+
+
+# ---- web side: task comments -------------------------------------------------------------------
+
+
+def comment_on_task(*, task: ApprovalTask, user: User, body: str) -> TaskComment:
+    """A question or an answer on a task: stored, chained into the audit trail, and sent to the other
+    side once committed (from an approver to the requester; from the requester to everyone who may
+    decide it so far), with a live refresh of the task's pages."""
+    with transaction.atomic():
+        comment = TaskComment.objects.create(task=task, author=user, body=body)
+        _audit(
+            task, key=f"comment:{comment.pk}", kind="comment", at=comment.created_at, actor=user.get_username(),
+            level=task.level, message=f"{user}: {body}",
+        )  # fmt: skip
+        live.task_changed(task, "comment")
+        if task.requester_id == user.pk:
+            recipients = [e for e in recipients_for(task, task.level, only_level=False) if e != user.email]
+        else:
+            requester = task.requester
+            recipients = [requester.email] if requester is not None and requester.email else []
+        if recipients:
+            subject = " ".join(f"{user} on “{task.title}”"[:200].split())
+            text = f"{user} wrote on “{task.title}”:\n\n{body}\n\nAnswer here: "
+            text += settings.TOLLGATE_BASE_URL + task.get_absolute_url()
+            transaction.on_commit(lambda: send_mail(subject, text, None, recipients), robust=True)
+    return comment
 
 
 # ---- web side: claims ("I'm on it") ----------------------------------------------------------

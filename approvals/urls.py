@@ -18,6 +18,7 @@ urlpatterns = [
     path("<int:pk>/decide/", views.decide, name="decide"),
     path("<int:pk>/claim/", views.claim, name="claim"),
     path("<int:pk>/withdraw/", views.withdraw, name="withdraw"),
+    path("<int:pk>/comment/", views.comment, name="comment"),
     path("away/", admin_views.out_of_office, name="away"),
     path("policies/", admin_views.policy_list, name="policies"),
     path("policies/new/", admin_views.policy_edit, name="policy_new"),

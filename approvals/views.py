@@ -197,6 +197,23 @@ def withdraw(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     return redirect(task)
 
 
+@login_required
+@require_POST
+def comment(request: AuthenticatedRequest, pk: int) -> HttpResponse:
+    """Ask or answer on a task: its requester and those it is assigned to (not bystanders who only
+    see every task, such as operators)."""
+    task = get_task_for_user(request.user, pk)
+    if not _may_comment(request, task):
+        raise PermissionDenied("Only the requester and the task's approvers discuss it.")
+    body = request.POST.get("body", "").strip()
+    if not body or "\x00" in body or len(body) > 2000:
+        messages.error(request, "A comment needs some text (at most 2,000 characters).")
+    else:
+        services.comment_on_task(task=task, user=request.user, body=body)
+    query = parse_inbox_query(request.GET).urlencode()
+    return redirect(task.get_absolute_url() + (f"?{query}" if query else "") + "#task-comments")
+
+
 BULK_LIMIT = 500  # per bulk decision: about 500 rows and signals, a few seconds at most
 
 
@@ -336,7 +353,16 @@ def _detail_context(
         "inbox_query": query.urlencode(),
         "next_task_url": _next_task_url(request, task, query) if my_decision or not task.is_open else "",
         "claim": task.active_claim() if task.is_open else None,
+        "comments": task.comments.select_related("author"),
+        "may_comment": _may_comment(request, task),
     }
+
+
+def _may_comment(request: AuthenticatedRequest, task: ApprovalTask) -> bool:
+    return (
+        task.requester_id == request.user.pk
+        or ApprovalTask.objects.visible_to(request.user).filter(pk=task.pk).exists()
+    )
 
 
 def _next_task_url(request: AuthenticatedRequest, task: ApprovalTask, query: InboxQuery) -> str:

@@ -199,6 +199,16 @@ def test_claiming_a_task_answers_any_post(
 
 
 @PAGES
+@given(data=params("body"), as_bob=st.booleans())
+@example(data={"body": "\x00"}, as_bob=True)
+@example(data={"body": "x" * 20_000}, as_bob=False)
+def test_commenting_on_a_task_answers_any_post(
+    world: dict[str, Any], raised: list[str], data: dict[str, Any], as_bob: bool
+) -> None:
+    post(login(world["bob"] if as_bob else world["alice"]), f"/approvals/{world['task'].pk}/comment/", data, raised)
+
+
+@PAGES
 @given(data=params("reason"))
 @example(data={"reason": "\x00" + "x" * 20_000})
 def test_withdrawing_a_request_answers_any_post(world: dict[str, Any], raised: list[str], data: dict[str, Any]) -> None:

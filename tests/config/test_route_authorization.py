@@ -104,6 +104,9 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     "approvals/<int:pk>/claim/": {"GET": row(405), "POST": row(302, carol=404, dave=404)},
     # Withdrawing: the requester only (302 back, here told Temporal cannot be reached); whoever else
     # sees the task is refused (403), the others get 404.
+    # Questions and answers: the requester and the approvers (302 back; an empty one with a message);
+    # operators and admins, who see every task, are no party to it (403).
+    "approvals/<int:pk>/comment/": {"GET": row(405), "POST": row(302, operator=403, admin=403, carol=404, dave=404)},
     "approvals/<int:pk>/withdraw/": {"GET": row(405), "POST": row(403, alice=302, carol=404, dave=404)},
     # Escalation policies and routing rules: staff admins only.
     "approvals/policies/": {"GET": POLICY_ADMIN_GET, "POST": POLICY_ADMIN_NOT_GET},
