@@ -167,7 +167,7 @@ def test_bob_clears_his_queue_with_the_keyboard_one_task_after_another(
             page.locator("body").click(position={"x": 5, "y": 5})
         requests.clear()
         page.keyboard.press("a")
-        result = page.locator("#decision-result")
+        result = page.locator("#decision .result")
         result.filter(has_text="Approved.").wait_for()
         if n < 3:
             # The confirmation stays while live events arrive; the page is not fetched again for them.
