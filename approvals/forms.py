@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group, User
 from django.db import connection, models
 
 from approvals.durations import format_duration, parse_duration
-from approvals.models import Decision, Delegation, Policy, RoutingRule, level_timing_errors
+from approvals.models import DEFAULT_CLAIM_FOR, Decision, Delegation, Policy, RoutingRule, level_timing_errors
 from approvals.policies import LevelData, eligible_count, shadowed_rules
 from approvals.services import delegate_refusal
 from workflows.parsing import InputError, json_from_text
@@ -25,6 +25,20 @@ class DecisionForm(forms.Form):
         if data.get("choice") == Decision.Choice.REJECT and not (data.get("comment") or "").strip():
             self.add_error("comment", "Rejecting needs a reason.")
         return data
+
+
+class BulkDecisionForm(DecisionForm):
+    """A decision for many tasks: ticked ids (``task``, repeated) or every task matching the inbox's
+    ``query`` (``all``); ``run`` is the id the page polls for progress."""
+
+    run = forms.UUIDField(required=False)
+    all = forms.BooleanField(required=False)
+    query = forms.CharField(required=False, max_length=2000)
+
+    def task_ids(self) -> list[int]:
+        """The ticked ids that can be ids at all (anything else cannot name a task: dropped)."""
+        values = self.data.getlist("task") if hasattr(self.data, "getlist") else []
+        return list(dict.fromkeys(int(v) for v in values if v.isascii() and v.isdigit() and len(v) <= 12))
 
 
 class RequestForm(forms.Form):
@@ -131,9 +145,29 @@ class PolicyForm(forms.ModelForm):
 
     class Meta:
         model = Policy
-        fields = ["name", "slug", "description", "final_action", "rejection_is_veto", "is_default"]
+        fields = [
+            "name", "slug", "description", "final_action", "rejection_is_veto", "is_default", "inbox_fields",
+            "no_bulk_decisions", "claim_for",
+        ]  # fmt: skip
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
-        labels = {"rejection_is_veto": "Any rejection ends the request", "is_default": "Default policy"}
+        labels = {
+            "rejection_is_veto": "Any rejection ends the request",
+            "is_default": "Default policy",
+            "inbox_fields": "Inbox columns",
+            "no_bulk_decisions": "No bulk decisions",
+            "claim_for": "“I'm on it” holds for",
+        }
+        field_classes = {"claim_for": DurationField}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["claim_for"].required = False  # empty: the default hour
+
+    def clean_claim_for(self) -> timedelta:
+        value = self.cleaned_data.get("claim_for") or DEFAULT_CLAIM_FOR
+        if not timedelta(minutes=1) <= value <= timedelta(days=30):
+            raise forms.ValidationError("A claim holds between one minute and 30 days.")
+        return value
 
 
 class LevelForm(forms.Form):

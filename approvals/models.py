@@ -11,13 +11,15 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import ValidationError
-from django.db import models
-from django.db.models import Exists, OuterRef, Q
-from django.db.models.functions import Lower
+from django.db import connection, models
+from django.db.models import Case, Exists, FloatField, OuterRef, Q, Value, When
+from django.db.models.fields.json import KeyTextTransform, compile_json_path  # type: ignore[attr-defined]
+from django.db.models.functions import Cast, Collate, Length, Lower, Replace, Trim
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -25,6 +27,21 @@ from django.utils.dateparse import parse_datetime
 from approvals.durations import MAX_DAYS, MAX_SECONDS
 
 FOLD_AT = 240
+
+
+INBOX_FIELDS_MAX = 3
+
+
+def parse_inbox_fields(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def validate_inbox_fields(value: str) -> None:
+    names = parse_inbox_fields(value)
+    if len(names) > INBOX_FIELDS_MAX:
+        raise ValidationError(f"At most {INBOX_FIELDS_MAX} fields; {len(names)} given.")
+    if any(len(name) > 100 for name in names):
+        raise ValidationError("A field name is at most 100 characters.")
 
 
 class Policy(models.Model):
@@ -45,6 +62,20 @@ class Policy(models.Model):
         help_text="On: any rejection ends the request as rejected. Off: a rejection is one vote against, and the "
         "request is rejected when rejections reach the level's required approvals.",
     )
+    inbox_fields = models.CharField(
+        max_length=300,
+        blank=True,
+        validators=[validate_inbox_fields],
+        help_text="Up to three payload fields shown as inbox columns, comma-separated (e.g. amount, vendor).",
+    )
+    no_bulk_decisions = models.BooleanField(
+        default=False,
+        help_text="On: its tasks must be decided one at a time, on their own page; bulk approve/reject refuses them.",
+    )
+    claim_for = models.DurationField(
+        default=timedelta(hours=1),
+        help_text="How long an approver's “I'm on it” holds a task before it is released by itself.",
+    )
     # Bumped on every save through the editor: a form opened at revision 3
     # cannot overwrite revision 4 (optimistic locking).
     revision = models.PositiveIntegerField(default=1)
@@ -61,6 +92,10 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def inbox_field_names(self) -> list[str]:
+        return parse_inbox_fields(self.inbox_fields)
 
 
 class PolicyLevel(models.Model):
@@ -149,6 +184,27 @@ class InboxCounts:
         return f"{self.pending}+" if self.capped else str(self.pending)
 
 
+class IsJsonNumber(models.Func):
+    """Whether a JSON column's top-level key holds a number (not a string that reads as one)."""
+
+    output_field = models.BooleanField()
+
+    def __init__(self, column: str, key: str) -> None:
+        super().__init__(models.F(column))
+        self.key = key
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(json_type({sql}, %s) IN ('integer', 'real'))", [*params, compile_json_path([self.key])]
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(jsonb_typeof({sql} -> %s) = 'number')", [*params, self.key]
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:  # type: ignore[override]
+        return "(1 = 0)", []  # elsewhere every value goes through the text test
+
+
 class TaskQuerySet(models.QuerySet["ApprovalTask"]):
     def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> TaskQuerySet:
         """Tasks assigned to the user or one of their groups, at any level so far."""
@@ -160,6 +216,74 @@ class TaskQuerySet(models.QuerySet["ApprovalTask"]):
 
     def pending(self) -> TaskQuerySet:
         return self.filter(status=ApprovalTask.Status.PENDING)
+
+    def search(self, text: str) -> TaskQuerySet:
+        return self.filter(Q(title__icontains=text) | Q(request_id=text))
+
+    def overdue(self) -> TaskQuerySet:
+        return self.filter(status=ApprovalTask.Status.PENDING, due_at__lt=timezone.now())
+
+    def assigned_via(self, user: AbstractBaseUser, *, direct: bool) -> TaskQuerySet:
+        """Tasks that reach the user directly (by name, or as a delegate) or through one of their groups."""
+        users, groups = _reach(user)
+        way = Q(user__in=users) if direct else Q(group__in=groups)
+        return self.filter(Exists(TaskAssignment.objects.filter(way, task=OuterRef("pk"))))
+
+    def where_payload(self, field: str, operator: str, value: str) -> TaskQuerySet:
+        """Tasks whose payload field meets a condition, as ``compare`` (routing rules) decides it:
+        numbers compare as numbers ("10,000" >= 9999.5), everything else as text.
+
+        In SQL on PostgreSQL and SQLite alike: the field's text, commas removed, is cast to a number only
+        when it reads as one (a cast of "ACME" fails on PostgreSQL), so a filter costs no Python scan and
+        the page still reads its rows in index order."""
+        # As plain text: the JSON key lookups (icontains, exact) would read the value as JSON again.
+        raw = Cast(KeyTextTransform(field, "payload"), models.TextField())
+        # A JSON number is cast at once; text only when it reads as a number. The test on the JSON type
+        # comes first so that numbers never reach the regular expression (a Python call per row on
+        # SQLite: 2.7x the plain page with 10,000 amounts, against 1.2x without it).
+        numeric = Case(
+            When(Q(_where_isnum=True, _where_len__lte=40), then=Cast(KeyTextTransform(field, "payload"), FloatField())),
+            When(_where_text__regex=r"^[-+]?([0-9]{1,30}(\.[0-9]{0,30})?|\.[0-9]{1,30})([eE][-+]?[0-9]{1,2})?$",
+                 then=Cast("_where_text", FloatField())),
+            default=None,
+            output_field=FloatField(),
+        )  # fmt: skip
+        tasks = self.alias(
+            _where_raw=raw,
+            _where_isnum=IsJsonNumber("payload", field),
+            _where_len=Length("_where_raw"),
+            _where_text=Trim(Replace("_where_raw", Value(","), Value(""), output_field=models.TextField())),
+            _where_num=numeric,
+        ).filter(payload__has_key=field)
+        if operator == RoutingRule.Operator.CONTAINS:
+            return tasks.filter(_where_raw__icontains=value)
+        lookups = {"==": "exact", "!=": "exact", ">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
+        if operator not in lookups:
+            return self.none()
+        # ``compare`` reads both sides as numbers when both are; otherwise it compares their text, code
+        # point by code point (the "C" collation on PostgreSQL, SQLite's default BINARY).
+        text = Collate("_where_raw", "C" if connection.vendor == "postgresql" else "BINARY")
+        as_text = Q(**{f"_where_bin__{lookups[operator]}": value})
+        number = _as_number(value)
+        if number is None:
+            meets = as_text
+        else:
+            as_number = Q(**{f"_where_num__{lookups[operator]}": number})
+            meets = Q(_where_num__isnull=False) & as_number | Q(_where_num__isnull=True) & as_text
+        tasks = tasks.alias(_where_bin=text)
+        return tasks.exclude(meets) if operator == RoutingRule.Operator.NE else tasks.filter(meets)
+
+    def sorted_for_inbox(self, column: str, *, descending: bool = False, pending_only: bool = False) -> TaskQuerySet:
+        """Ordered by one column then id, both the same way, so that pending tasks come straight from
+        that column's (status, column, id) index, read forwards or backwards. With closed tasks too,
+        pending ones come first."""
+        if column == "due_at" and not descending:
+            return self.inbox_order(pending_only=pending_only)
+        sign = "-" if descending else ""
+        if pending_only:
+            return self.order_by(f"{sign}{column}", f"{sign}pk")
+        key = models.F(column).desc(nulls_last=True) if descending else models.F(column).asc(nulls_last=True)
+        return self.order_by(models.Case(models.When(status="pending", then=0), default=1), key, f"{sign}pk")
 
     def inbox_order(self, *, pending_only: bool = False) -> TaskQuerySet:
         """Pending first, soonest due first. Pending alone is ordered by (due_at, id) only, which the
@@ -252,7 +376,15 @@ class ApprovalTask(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["status", "due_at", "id"], name="task_status_due_id")]
+        # Each inbox sort on pending tasks reads its first page in order from its own index
+        # ((status, key, id), scanned either way), never sorting every row.
+        indexes = [
+            models.Index(fields=["status", "due_at", "id"], name="task_status_due_id"),
+            models.Index(fields=["status", "created_at", "id"], name="task_status_created_id"),
+            models.Index(fields=["status", "requested_by", "id"], name="task_status_requester_id"),
+            models.Index(fields=["status", "level", "id"], name="task_status_level_id"),
+            models.Index(fields=["status", "title", "id"], name="task_status_title_id"),
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -295,6 +427,26 @@ class ApprovalTask(models.Model):
 
     def can_be_decided_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
         return not self.decision_refusal(user)
+
+    def active_claim(self, *, now: datetime | None = None) -> TaskClaim | None:
+        """Who said "I'm on it", while it holds: a claim ends by itself ``policy.claim_for`` after it was
+        made (computed here, on read: no job releases it). Reads prefetched ``claims`` when there."""
+        now = now or timezone.now()
+        for claim in self.claims.all():
+            if claim.expires_at > now:
+                return claim
+        return None
+
+    def inbox_columns(self) -> list[tuple[str, str]]:
+        """(field, text) for the payload fields the task's policy shows in the inbox; "—" when absent."""
+        names = self.policy.inbox_field_names if self.policy is not None else []
+        payload = self.payload if isinstance(self.payload, dict) else {}
+        shown = []
+        for name in names:
+            value = payload.get(name)
+            text = "—" if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            shown.append((name, text if len(text) <= 60 else text[:59] + "…"))
+        return shown
 
     def payload_items(self) -> list[tuple[str, str, bool]]:
         """(key, text, fold) per payload field: nested values as indented JSON,
@@ -515,6 +667,14 @@ class RoutingRule(models.Model):
         return compare(payload[self.field], self.operator, self.value)
 
 
+def _as_number(text: str) -> float | None:
+    try:
+        number = float(text.replace(",", "").strip())
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
+
+
 def compare(actual: object, operator: str, expected: str) -> bool:
     """Numbers compare as numbers ("10000" >= 9999.5), everything else as text."""
     if operator == RoutingRule.Operator.CONTAINS:
@@ -592,3 +752,96 @@ class MailLinkUse(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.choice} {self.task} (mail link)"
+
+
+class SavedView(models.Model):
+    """A user's named inbox sort and filters: the inbox's query string, shown as a tab.
+
+    Only the query string is stored, so a saved view is as shareable as the URL it opens: a colleague
+    following it sees the same sort and filters applied to their own tasks."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views")
+    name = models.CharField(max_length=60)
+    query = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="one_saved_view_per_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("approvals:inbox") + (f"?{self.query}" if self.query else "")
+
+
+class BulkDecision(models.Model):
+    """One bulk approve/reject: its progress while it runs (polled by the inbox) and each task's result.
+
+    The tasks themselves go through the single decision's path (``services.record_decision``, one
+    ``Decision`` row each); this row only reports on them. Its id comes from the page that submits it,
+    so the page can ask for progress before the answer arrives."""
+
+    class Phase(models.TextChoices):
+        RECORDING = "recording", "Recording decisions"
+        SENDING = "sending", "Sending them to the workflow engine"
+        WAITING = "waiting", "Waiting for the workflows to confirm"
+        DONE = "done", "Done"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_decisions")
+    choice = models.CharField(max_length=10, choices=Decision.Choice.choices)
+    comment = models.TextField(blank=True)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.RECORDING)
+    results = models.JSONField(default=list, blank=True)  # [{"task", "title", "state", "message"}]
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.choice} {self.total} tasks"
+
+
+DEFAULT_CLAIM_FOR = timedelta(hours=1)
+
+
+class TaskClaim(models.Model):
+    """ "I'm on it": one approver tells the others who may decide a task that they are looking at it.
+    Advisory only: it never stops another eligible approver from deciding. One row per task at most;
+    it holds until ``expires_at`` (from the task's policy, computed on read) or until released."""
+
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="claims")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    claimed_at = models.DateTimeField(default=timezone.now)
+    holds_for = models.DurationField(default=DEFAULT_CLAIM_FOR)  # the policy's claim_for when claimed
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task"], name="one_claim_per_task")]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.task}"
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.claimed_at + self.holds_for
+
+
+class TaskComment(models.Model):
+    """A question or answer on a task between its approvers and its requester, without deciding.
+    Each is also an entry in the task's audit chain (``services.comment_on_task``)."""
+
+    task = models.ForeignKey(ApprovalTask, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField(max_length=2000)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.author} on {self.task}"

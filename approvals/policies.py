@@ -100,6 +100,9 @@ def duplicate_policy(*, policy: Policy, user: User) -> Policy:
             description=policy.description,
             final_action=policy.final_action,
             rejection_is_veto=policy.rejection_is_veto,
+            inbox_fields=policy.inbox_fields,
+            no_bulk_decisions=policy.no_bulk_decisions,
+            claim_for=policy.claim_for,
         )
         for level in policy.levels.all():
             new = PolicyLevel.objects.create(

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group, User
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.template.defaultfilters import pluralize
@@ -24,7 +25,9 @@ from django.utils.dateparse import parse_datetime
 
 from approvals import audit, live, mail
 from approvals.models import (
+    DEFAULT_CLAIM_FOR,
     ApprovalTask,
+    BulkDecision,
     Decision,
     Delegation,
     MailPreference,
@@ -33,6 +36,8 @@ from approvals.models import (
     PolicyLevel,
     PolicyVersion,
     TaskAssignment,
+    TaskClaim,
+    TaskComment,
 )
 from workflows import client as temporal
 from workflows.types import (
@@ -637,35 +642,41 @@ def decide_task(*, task: ApprovalTask, user: User, choice: str, comment: str) ->
     told who was first. The same approver clicking twice gets their first
     decision back.
     """
+    recorded = record_decision(task=task, user=user, choice=choice, comment=comment)
+    if isinstance(recorded, DecideResult):
+        # The winner's decision is usually applied within moments: wait for it (outside the lock), so
+        # the loser's page shows the outcome rather than a task that still looks open.
+        if recorded.decision is not None and recorded.decision.delivered_at is not None:
+            _wait_for_result(recorded.decision)
+        return recorded
+    deliver_decision(decision=recorded)
+    return outcome_of(decision=recorded)
+
+
+def record_decision(*, task: ApprovalTask, user: User, choice: str, comment: str) -> Decision | DecideResult:
+    """The first half of every decision, single or bulk: under the task's row lock, store this
+    approver's decision (or find their earlier one) with its audit entry, or say why there is none
+    ("lost": someone else's decision came first, or the task is closed)."""
     with transaction.atomic():
         locked = ApprovalTask.objects.select_for_update().get(pk=task.pk)
         mine = locked.decisions.filter(user=user.pk).first()
         other = locked.decisions.select_related("user").exclude(user=user.pk).exclude(result=Decision.Result.IGNORED)
         first = other.order_by("created_at").first()
-        lost = None
         if mine is not None:
-            decision = mine  # a double click or a second tab: the first decision stands
-        elif first is not None and locked.required_approvals <= 1:
-            lost = DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
-        elif locked.status != ApprovalTask.Status.PENDING:
+            return mine  # a double click or a second tab: the first decision stands
+        if first is not None and locked.required_approvals <= 1:
+            return DecideResult("lost", f"Already decided by {first.user} at {_hhmm(first.created_at)}.", first)
+        if locked.status != ApprovalTask.Status.PENDING:
             by = f" by {locked.decided_by}" if locked.decided_by else ""
             return DecideResult("lost", f"Already {locked.status}{by} at {_hhmm(locked.decided_at)}.")
-        else:
-            try:
-                with transaction.atomic():
-                    decision = Decision.objects.create(task=locked, user=user, choice=choice, comment=comment)
-                    audit.append_decision(decision=decision)  # with the row, or neither
-                live.task_changed(locked, "decision")
-            except IntegrityError:  # the same approver, in another tab, a moment ago
-                decision = Decision.objects.get(task=locked, user=user)
-    if lost is not None:
-        # The winner's decision is usually applied within moments: wait for it (outside the lock), so
-        # the loser's page shows the outcome rather than a task that still looks open.
-        if lost.decision is not None and lost.decision.delivered_at is not None:
-            _wait_for_result(lost.decision)
-        return lost
-    deliver_decision(decision=decision)
-    return outcome_of(decision=decision)
+        try:
+            with transaction.atomic():
+                decision = Decision.objects.create(task=locked, user=user, choice=choice, comment=comment)
+                audit.append_decision(decision=decision)  # with the row, or neither
+            live.task_changed(locked, "decision")
+        except IntegrityError:  # the same approver, in another tab, a moment ago
+            decision = Decision.objects.get(task=locked, user=user)
+    return decision
 
 
 def deliver_decision(*, decision: Decision) -> str:
@@ -674,41 +685,61 @@ def deliver_decision(*, decision: Decision) -> str:
     Returns "delivered", "unreachable" (Temporal did not answer) or "error"
     (it answered with an error; kept on the row for an operator to see).
     """
-    if decision.delivered_at is not None:
-        return "delivered"
-    Decision.objects.filter(pk=decision.pk).update(delivery_attempts=F("delivery_attempts") + 1)
-    try:
-        temporal.run(temporal.signal_decision, workflow_id=decision.task.workflow_id, payload=decision.signal_payload())
-    except temporal.WorkflowClosed:
+    return deliver_decisions(decisions=[decision])[0]
+
+
+def deliver_decisions(*, decisions: list[Decision]) -> list[str]:
+    """``deliver_decision`` for several decisions, their signals sent concurrently (a bulk decision of
+    200 tasks would otherwise wait for 200 round trips one after another). One state per decision."""
+    todo = [d for d in decisions if d.delivered_at is None]
+    Decision.objects.filter(pk__in=[d.pk for d in todo]).update(delivery_attempts=F("delivery_attempts") + 1)
+    signals = [(d.task.workflow_id, d.signal_payload()) for d in todo]
+    errors = dict(zip([d.pk for d in todo], temporal.run(temporal.signal_decisions, signals=signals), strict=True))
+    # The signals that went through are marked delivered together: one UPDATE, not one per decision
+    # (on SQLite each write waits for the worker's, which are applying these very decisions).
+    sent = [d for d in todo if errors[d.pk] is None]
+    now = timezone.now()
+    Decision.objects.filter(pk__in=[d.pk for d in sent]).update(delivered_at=now, last_delivery_error="")
+    for decision in sent:
+        decision.delivered_at, decision.last_delivery_error = now, ""
+    return [_delivered(d, errors[d.pk]) if errors.get(d.pk) is not None else "delivered" for d in decisions]
+
+
+def _delivered(decision: Decision, exc: BaseException | None) -> str:
+    """Record how one signal went, as ``deliver_decision`` always has."""
+    if isinstance(exc, temporal.WorkflowClosed):
         # Closed without closing its task (terminated, timed out...): close it now rather than leave
         # it pending in inboxes until the next monitoring refresh; its pending decisions say why.
         try:
             close_task_from_workflow(workflow_id=decision.task.workflow_id)
-        except temporal.TemporalError as exc:
-            log.warning("could not read how %s ended: %s", decision.task.workflow_id, exc)
+        except temporal.TemporalError as error:
+            log.warning("could not read how %s ended: %s", decision.task.workflow_id, error)
         # Only a decision still pending becomes "too late": complete_task may
         # have marked it applied while this (re)delivery was under way.
         Decision.objects.filter(pk=decision.pk, result=Decision.Result.PENDING).update(
             result=Decision.Result.IGNORED, result_reason="the workflow had already finished"
         )
-    except temporal.TemporalError as exc:
+    elif isinstance(exc, temporal.TemporalError):
         Decision.objects.filter(pk=decision.pk).update(last_delivery_error=str(exc)[:500])
         decision.refresh_from_db()
         return "unreachable" if isinstance(exc, temporal.TemporalUnavailable) else "error"
+    elif exc is not None:
+        raise exc
     Decision.objects.filter(pk=decision.pk).update(delivered_at=timezone.now(), last_delivery_error="")
     decision.refresh_from_db()
     return "delivered"
 
 
-def outcome_of(*, decision: Decision) -> DecideResult:
-    """Wait briefly for the workflow to apply the decision, then describe it."""
+def outcome_of(*, decision: Decision, wait: bool = True) -> DecideResult:
+    """Wait briefly for the workflow to apply the decision (unless told not to), then describe it."""
     if decision.delivered_at is None:
         return DecideResult(
             "recorded",
             "Your decision is recorded; it will be applied when the workflow engine is back.",
             decision,
         )
-    _wait_for_result(decision)
+    if wait:
+        _wait_for_result(decision)
     if decision.result == Decision.Result.APPLIED:
         if decision.result_reason.startswith("vote counted"):
             return DecideResult(
@@ -742,6 +773,216 @@ def _wait_for_result(decision: Decision) -> None:
         time.sleep(pause)
         pause = min(pause * 1.5, 0.1)
         decision.refresh_from_db(fields=["result", "result_reason"])
+
+
+# ---- web side: a requester withdraws ----------------------------------------------------------
+
+
+def withdraw_request(*, task: ApprovalTask, user: User, reason: str) -> str:
+    """Cancel a pending request as its requester: the workflow's own ``cancel`` signal, naming them
+    (as an operator's cancel from monitoring does), so its result, the task and the audit trail say
+    who withdrew it. Waits briefly for the workflow to close the task; returns what to tell them."""
+    if task.requester_id != user.pk:
+        raise PermissionError("only the requester withdraws a request")
+    if task.status != ApprovalTask.Status.PENDING:
+        return f"This request is {task.get_status_display().lower()}: there is nothing to withdraw."
+    sent = {"user": user.get_username(), "reason": reason or "Withdrawn by the requester"}
+    try:
+        temporal.run(temporal.signal_workflow, workflow_id=task.workflow_id, name="cancel", payload=sent)
+    except temporal.TemporalUnavailable:
+        return "The workflow engine cannot be reached: nothing was withdrawn. Try again in a moment."
+    except temporal.TemporalError as exc:
+        return f"Temporal refused the withdrawal: {exc}"
+    deadline = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if not ApprovalTask.objects.filter(pk=task.pk, status=ApprovalTask.Status.PENDING).exists():
+            return "Request withdrawn: the approvers no longer see it."
+        time.sleep(0.05)
+    return "Withdrawal sent: the request closes as soon as a worker picks it up."
+
+
+# ---- web side: task comments -------------------------------------------------------------------
+
+
+def comment_on_task(*, task: ApprovalTask, user: User, body: str) -> TaskComment:
+    """A question or an answer on a task: stored, chained into the audit trail, and sent to the other
+    side once committed (from an approver to the requester; from the requester to everyone who may
+    decide it so far), with a live refresh of the task's pages."""
+    with transaction.atomic():
+        comment = TaskComment.objects.create(task=task, author=user, body=body)
+        _audit(
+            task, key=f"comment:{comment.pk}", kind="comment", at=comment.created_at, actor=user.get_username(),
+            level=task.level, message=f"{user}: {body}",
+        )  # fmt: skip
+        live.task_changed(task, "comment")
+        recipients: list[str]
+        if task.requester_id == user.pk:
+            approvers = recipients_for(task, task.level, only_level=False)
+            recipients = [approver.email for approver in approvers if approver.email != user.email]
+        else:
+            requester = task.requester
+            recipients = [requester.email] if requester is not None and requester.email else []
+        if recipients:
+            subject = " ".join(f"{user} on “{task.title}”"[:200].split())
+            text = f"{user} wrote on “{task.title}”:\n\n{body}\n\nAnswer here: "
+            text += settings.TOLLGATE_BASE_URL + task.get_absolute_url()
+            transaction.on_commit(lambda: send_mail(subject, text, None, recipients), robust=True)
+    return comment
+
+
+# ---- web side: claims ("I'm on it") ----------------------------------------------------------
+
+
+def claim_task(*, task: ApprovalTask, user: User) -> str:
+    """Mark the task as taken by ``user`` for the others who may decide it; returns what to tell them.
+    Refused while someone else's claim holds; a lapsed claim (its time is computed on read) is replaced.
+    Only for someone who may decide the task now; deciding is never limited by a claim."""
+    refusal = task.decision_refusal(user)
+    if refusal:
+        return f"You cannot take this task: {refusal}."
+    now = timezone.now()
+    with transaction.atomic():
+        locked = ApprovalTask.objects.select_for_update(of=("self",)).select_related("policy").get(pk=task.pk)
+        holder = locked.active_claim(now=now)
+        if holder is not None and holder.user_id != user.pk:
+            return f"{holder.user} is already on it (until {_hhmm(holder.expires_at)})."
+        holds_for = locked.policy.claim_for if locked.policy is not None else DEFAULT_CLAIM_FOR
+        TaskClaim.objects.filter(task=locked).delete()
+        claim = TaskClaim.objects.create(task=locked, user=user, claimed_at=now, holds_for=holds_for)
+        _audit(
+            locked, key=f"claimed:{uuid.uuid4().hex}", kind="claimed", at=now, actor=user.get_username(),
+            level=locked.level, message=f"{user} is on it (until {_hhmm(claim.expires_at)})",
+        )  # fmt: skip
+        live.task_changed(locked, "claim")
+    return f"You're on it until {_hhmm(claim.expires_at)}; the others see it in their inbox."
+
+
+def release_claim(*, task: ApprovalTask, user: User) -> str:
+    """Give the task back: only its holder releases a claim that still holds (a lapsed one has gone)."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = ApprovalTask.objects.select_for_update().get(pk=task.pk)
+        holder = locked.active_claim(now=now)
+        if holder is None or holder.user_id != user.pk:
+            return "You were not on this task."
+        holder.delete()
+        _audit(
+            locked, key=f"released:{uuid.uuid4().hex}", kind="released", at=now, actor=user.get_username(),
+            level=locked.level, message=f"{user} is no longer on it",
+        )  # fmt: skip
+        live.task_changed(locked, "claim")
+    return "Released: the others see the task as free again."
+
+
+# ---- web side: bulk decisions ---------------------------------------------------------
+
+BULK_LABELS = {
+    "applied": "Applied",
+    "vote": "Vote counted",
+    "lost": "Not applied",
+    "recorded": "Recorded for later delivery",
+    "delivered": "Delivered, being applied",
+    "refused": "Refused",
+}
+
+
+def bulk_refusal(*, task: ApprovalTask, user: User) -> str:
+    """Why this task may not be decided in bulk by ``user``, beyond what a single decision checks."""
+    if task.policy is not None and task.policy.no_bulk_decisions:
+        return f"Policy “{task.policy.name}” asks for one decision at a time: open the task to decide it."
+    if task.requester_id is not None and task.requester_id == user.pk:
+        return "Requesters may not decide their own request."
+    return ""
+
+
+def not_decidable_message(task: ApprovalTask) -> str:
+    """What a task the user may no longer decide says (the task page's message too)."""
+    if task.status == ApprovalTask.Status.PENDING:
+        return "Not yours any more: it is not assigned to you at its current level."
+    by = f" by {task.decided_by}" if task.decided_by else ""
+    return f"Already {task.status}{by}."
+
+
+def decide_in_bulk(
+    *, run: BulkDecision, tasks: list[ApprovalTask], user: User, missing: list[int] | None = None
+) -> BulkDecision:
+    """Approve or reject many tasks with one comment, each exactly as a single decision goes: checked
+    for this user, stored under its row lock with its audit entry (``record_decision``), signalled after
+    its commit, left in the outbox when Temporal is down. The signals go out together (concurrently),
+    then the workflows are given ``TOLLGATE_DECISION_WAIT_SECONDS`` in all, not each, to confirm.
+    ``run`` reports progress as it goes and ends with one result per task; ``missing`` are ticked ids
+    the user can no longer see (reassigned away, or never theirs), reported without their titles."""
+    results: dict[int, DecideResult] = {}
+    recorded: list[Decision] = []
+    began = report_at = time.monotonic()
+    for n, task in enumerate(tasks, start=1):
+        refusal = bulk_refusal(task=task, user=user)
+        if refusal:
+            results[task.pk] = DecideResult("refused", refusal)
+        elif not task.can_be_decided_by(user) and not task.decisions.filter(user=user.pk).exists():
+            results[task.pk] = DecideResult("lost", not_decidable_message(task))
+        else:
+            outcome = record_decision(task=task, user=user, choice=run.choice, comment=run.comment)
+            if isinstance(outcome, DecideResult):
+                results[task.pk] = outcome
+            else:
+                recorded.append(outcome)
+        if time.monotonic() >= report_at:  # progress for the page, a few times a second
+            BulkDecision.objects.filter(pk=run.pk).update(done=n)
+            report_at = time.monotonic() + 0.25
+    BulkDecision.objects.filter(pk=run.pk).update(phase=BulkDecision.Phase.SENDING)
+    recorded_in = time.monotonic() - began
+    deliver_decisions(decisions=recorded)
+    sent_in = time.monotonic() - began - recorded_in
+    BulkDecision.objects.filter(pk=run.pk).update(phase=BulkDecision.Phase.WAITING)
+    _wait_for_results(recorded)
+    log.info(
+        "bulk %s of %d tasks by %s: recorded in %.2f s, signalled in %.2f s, confirmed after %.2f s more",
+        run.choice,
+        len(tasks),
+        user,
+        recorded_in,
+        sent_in,
+        time.monotonic() - began - recorded_in - sent_in,
+    )
+    for decision in recorded:
+        results[decision.task_id] = outcome_of(decision=decision, wait=False)
+    run.results = [
+        {"task": task.pk, "title": task.title, "state": _bulk_state(results[task.pk]),
+         "message": results[task.pk].message}
+        for task in tasks
+    ]  # fmt: skip
+    run.results += [
+        {
+            "task": pk,
+            "title": f"Task {pk}",
+            "state": "lost",
+            "message": "Not yours any more: it is not assigned to you.",
+        }
+        for pk in missing or []
+    ]
+    run.done, run.phase, run.finished_at = len(tasks), BulkDecision.Phase.DONE, timezone.now()
+    run.save(update_fields=["results", "done", "phase", "finished_at"])
+    return run
+
+
+def _bulk_state(result: DecideResult) -> str:
+    if result.state == "applied" and result.message.startswith("Your vote is counted"):
+        return "vote"
+    return result.state
+
+
+def _wait_for_results(decisions: list[Decision]) -> None:
+    """``_wait_for_result`` for many decisions at once: one look at all those still pending per step."""
+    waiting = {d.pk: d for d in decisions if d.delivered_at is not None and d.result == Decision.Result.PENDING}
+    deadline, pause = time.monotonic() + settings.TOLLGATE_DECISION_WAIT_SECONDS, 0.02
+    while waiting and time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.2)
+        settled = Decision.objects.filter(pk__in=list(waiting)).exclude(result=Decision.Result.PENDING)
+        for pk, result, reason in settled.values_list("pk", "result", "result_reason"):
+            waiting[pk].result, waiting[pk].result_reason = result, reason
+            del waiting[pk]
 
 
 def deliver_outbox(*, older_than: timedelta = timedelta(seconds=2), limit: int = 200) -> tuple[int, int]:

@@ -160,6 +160,27 @@ async def signal_decision(*, workflow_id: str, payload: dict[str, str]) -> None:
     await call(signal)
 
 
+SIGNAL_CONCURRENCY = 20  # in flight at once: a bulk decision is not a load test of the frontend
+
+
+async def signal_decisions(*, signals: list[tuple[str, dict[str, str]]]) -> list[BaseException | None]:
+    """``signal_decision`` for many (workflow id, payload) pairs at once, on one client; per pair, None
+    when it was sent or the exception it raised, in order, so each is handled as a single one is."""
+    if not signals:
+        return []
+    try:
+        await get_client()
+    except TemporalUnavailable as exc:
+        return [exc] * len(signals)  # one connect attempt for all, not one 5 s timeout each
+    gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
+
+    async def one(workflow_id: str, payload: dict[str, str]) -> None:
+        async with gate:
+            await signal_decision(workflow_id=workflow_id, payload=payload)
+
+    return list(await asyncio.gather(*(one(w, p) for w, p in signals), return_exceptions=True))
+
+
 async def signal_workflow(*, workflow_id: str, name: str, payload: dict[str, Any]) -> None:
     async def signal(client: Client) -> None:
         await client.get_workflow_handle(workflow_id).signal(name, payload, rpc_timeout=RPC_TIMEOUT)

@@ -153,9 +153,14 @@ def post(
 # ---- approvals: inbox, lists, detail, decide, new request -------------------------------------------
 
 
+INBOX_QUERY = ("show", "q", "page", "format", "sort", "requester", "policy", "type", "overdue", "level", "via", "where")
+
+
 @PAGES
-@given(query=params("show", "q", "page", "format"), htmx=st.booleans())
+@given(query=params(*INBOX_QUERY), htmx=st.booleans())
 @example(query={"page": "9" * 5000, "q": "\x00"}, htmx=False)
+@example(query={"sort": "--due", "level": "9" * 5000, "where": "amount >= 1e999"}, htmx=False)
+@example(query={"where": "amount >= " + "9" * 400, "via": "\x00", "policy": "standard"}, htmx=True)
 def test_the_inbox_and_its_lists_answer_any_query(
     world: dict[str, Any], raised: list[str], query: dict[str, Any], htmx: bool
 ) -> None:
@@ -172,6 +177,55 @@ def test_a_decision_form_answers_any_post(
     world: dict[str, Any], raised: list[str], data: dict[str, Any], htmx: bool
 ) -> None:
     post(login(world["bob"]), f"/approvals/{world['task'].pk}/decide/", data, raised, htmx=htmx)
+
+
+@PAGES
+@given(data=params("name", "query"))
+@example(data={"name": "x" * 2001, "query": "where=" + "[" * 5000})
+@example(data={"name": "a\x00b", "query": "sort=\x00&level=" + "9" * 5000})
+def test_saving_an_inbox_view_answers_any_post(world: dict[str, Any], raised: list[str], data: dict[str, Any]) -> None:
+    post(login(world["bob"]), "/approvals/views/", data, raised)
+
+
+@PAGES
+@given(data=params("action", "sort", "where"), as_bob=st.booleans())
+@example(data={"action": "release", "sort": "\x00"}, as_bob=True)
+def test_claiming_a_task_answers_any_post(
+    world: dict[str, Any], raised: list[str], data: dict[str, Any], as_bob: bool
+) -> None:
+    client = login(world["bob"] if as_bob else world["alice"])
+    query = "&".join(f"{k}={quote(str(v)[:300])}" for k, v in data.items() if k != "action")
+    post(client, f"/approvals/{world['task'].pk}/claim/?{query}", {"action": data.get("action", "")}, raised)
+
+
+@PAGES
+@given(data=params("body"), as_bob=st.booleans())
+@example(data={"body": "\x00"}, as_bob=True)
+@example(data={"body": "x" * 20_000}, as_bob=False)
+def test_commenting_on_a_task_answers_any_post(
+    world: dict[str, Any], raised: list[str], data: dict[str, Any], as_bob: bool
+) -> None:
+    post(login(world["bob"] if as_bob else world["alice"]), f"/approvals/{world['task'].pk}/comment/", data, raised)
+
+
+@PAGES
+@given(data=params("reason"))
+@example(data={"reason": "\x00" + "x" * 20_000})
+def test_withdrawing_a_request_answers_any_post(world: dict[str, Any], raised: list[str], data: dict[str, Any]) -> None:
+    post(login(world["alice"]), f"/approvals/{world['task'].pk}/withdraw/", data, raised)
+
+
+@PAGES
+@given(data=params("task", "all", "query", "choice", "comment", "run"), htmx=st.booleans())
+@example(data={"task": ["9" * 5000, "²", "-1", str(2**63)], "choice": "approve"}, htmx=True)
+@example(data={"all": "1", "query": "where=amount>=" + "9" * 5000 + "&level=\x00", "choice": "approve"}, htmx=False)
+@example(data={"task": "1", "choice": "reject", "comment": "\x00", "run": "not-a-uuid"}, htmx=True)
+def test_a_bulk_decision_answers_any_post(
+    world: dict[str, Any], raised: list[str], data: dict[str, Any], htmx: bool
+) -> None:
+    bob = login(world["bob"])
+    post(bob, "/approvals/bulk/", {**data, "task": data.get("task", str(world["task"].pk))}, raised, htmx=htmx)
+    get(bob, f"/approvals/bulk/{uuid.uuid4()}/progress/", {}, raised)
 
 
 NEW_REQUEST = (
@@ -196,7 +250,7 @@ POLICY_FORM = (
     "name", "slug", "description", "final_action", "rejection_is_veto", "is_default", "revision", "action",
     "levels-TOTAL_FORMS", "levels-INITIAL_FORMS", "levels-MIN_NUM_FORMS", "levels-MAX_NUM_FORMS",
     "levels-0-groups", "levels-0-users", "levels-0-timeout", "levels-0-reminder", "levels-0-required_approvals",
-    "levels-0-DELETE", "levels-1-timeout", "levels-1-groups",
+    "levels-0-DELETE", "levels-1-timeout", "levels-1-groups", "inbox_fields", "no_bulk_decisions", "claim_for",
 )  # fmt: skip
 VALID_POLICY = {
     "name": "Props", "slug": "props", "final_action": "expire", "revision": "0", "levels-TOTAL_FORMS": "1",
@@ -210,6 +264,7 @@ VALID_POLICY = {
 @example(data={"action": "add_level", "levels-TOTAL_FORMS": "²"}, base=True, existing=False)
 @example(data={"action": "add_level", "levels-TOTAL_FORMS": "9" * 5000}, base=True, existing=True)
 @example(data={"action": "preview", "levels-0-timeout": "9" * 5000 + "d"}, base=True, existing=False)
+@example(data={"claim_for": "9" * 5000 + "d", "inbox_fields": "a, b, c, d, " + "x" * 300}, base=True, existing=True)
 def test_the_policy_editor_answers_any_post(
     world: dict[str, Any], raised: list[str], data: dict[str, Any], base: bool, existing: bool
 ) -> None:

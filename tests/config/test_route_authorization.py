@@ -87,6 +87,15 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     # A mailed Approve/Reject link needs no login: the signed token names its recipient. One that is
     # not valid is refused for everyone (tests/approvals/test_mail_refusals.py has the valid ones).
     "approvals/mail/<str:token>/": {"GET": public(400), "POST": public(400)},
+    # Saved inbox views are each user's own: saving an empty name is refused with a message (302 back
+    # to the inbox); removing a view that is not yours (here: no view has the task's id) is 404.
+    "approvals/views/": {"GET": NOT_GET, "POST": row(302)},
+    "approvals/views/<int:pk>/delete/": {"GET": NOT_GET, "POST": row(404)},
+    # Bulk decisions: an empty one is refused with a message (302 back to the inbox); a run's results
+    # are its owner's only (a run nobody started: 404); its progress says "Starting…" until it exists.
+    "approvals/bulk/": {"GET": NOT_GET, "POST": row(302)},
+    "approvals/bulk/<uuid:pk>/": {"GET": row(404), "POST": NOT_POST},
+    "approvals/bulk/<uuid:pk>/progress/": {"GET": SIGNED_IN_PAGE, "POST": NOT_POST},
     # alice's task, assigned to bob's group at level 1: carol (level 2, not reached) and dave see
     # nothing (404, not 403: no hint that it exists); operators and admins see every task.
     "approvals/<int:pk>/": {"GET": row(200, carol=404, dave=404), "POST": row(405)},
@@ -94,6 +103,15 @@ EXPECTED: dict[str, dict[str, dict[str, int | str]]] = {
     # reach the form, which refuses an empty decision (422); an operator or admin who is no
     # assignee is then told the task is not assigned to them (tests/approvals/test_views.py).
     "approvals/<int:pk>/decide/": {"GET": row(405), "POST": row(422, alice=403, carol=404, dave=404)},
+    # "I'm on it": whoever sees the task is answered (302 back to it, with a refusal when they may not
+    # decide it: the requester, an operator or admin who is no assignee); the others get 404.
+    "approvals/<int:pk>/claim/": {"GET": row(405), "POST": row(302, carol=404, dave=404)},
+    # Withdrawing: the requester only (302 back, here told Temporal cannot be reached); whoever else
+    # sees the task is refused (403), the others get 404.
+    # Questions and answers: the requester and the approvers (302 back; an empty one with a message);
+    # operators and admins, who see every task, are no party to it (403).
+    "approvals/<int:pk>/comment/": {"GET": row(405), "POST": row(302, operator=403, admin=403, carol=404, dave=404)},
+    "approvals/<int:pk>/withdraw/": {"GET": row(405), "POST": row(403, alice=302, carol=404, dave=404)},
     # Escalation policies and routing rules: staff admins only.
     "approvals/policies/": {"GET": POLICY_ADMIN_GET, "POST": POLICY_ADMIN_NOT_GET},
     "approvals/policies/new/": {"GET": POLICY_ADMIN_GET, "POST": row(403, admin=422)},
@@ -175,6 +193,7 @@ def path_for(route: str, ids: dict[str, str]) -> str:
         route = route.replace("<int:pk>", pk)
     route = route.replace("<slug:kind>", "order").replace("<str:token>", "not-a-signed-link")
     route = route.replace("<str:job_id>", "tollgate-batch-0")
+    route = route.replace("<uuid:pk>", "5f0c3d3e-9a4e-4c4b-8a53-2f1f5b7c1d2e")
     if "(?P<workflow_id>" in route:
         tail = next((f"{end}/" for end in ("act", "queries", "query") if route.endswith(f"/{end}/$")), "")
         route = f"monitoring/executions/{ids['workflow_id']}/{ids['run_id']}/{tail}"
