@@ -17,21 +17,12 @@ import pytest
 from approvals.models import Policy
 from config.ports import free_port
 from tests.support import markers
-
-# pending_task, test_database_url, TEMPORAL_CLI, run_async, time_skipping_server_path, workflow_result
-# and AsgiServer are re-exported for tests written on other branches before tests/support/ existed
-# (they import them from here); new tests import from tests.support.*. Drop once none is left.
-from tests.support.data import build_cast, make_policy, pending_task, test_database_url  # noqa: F401
-from tests.support.temporal import (  # noqa: F401
-    TEMPORAL_CLI,
+from tests.support.data import build_cast, make_policy
+from tests.support.temporal import (
     DevServer,
     WorkerThread,
     eventually,
-    run_async,
-    time_skipping_server_path,
-    workflow_result,
 )
-from tests.support.web import AsgiServer  # noqa: F401
 from workflows import client as temporal
 
 # ---- hooks: a test that starts the dev server or Chromium must say so -------------------------

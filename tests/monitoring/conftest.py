@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-# SampleWorker is re-exported for tests on other branches that import it from here.
 from tests.support.temporal import DevServer, SampleWorker
 
 

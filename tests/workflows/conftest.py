@@ -11,8 +11,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from temporalio.testing import WorkflowEnvironment
 
-# record_history is re-exported for tests on other branches that import it from here.
-from tests.support.temporal import record_history, time_skipping_server_path  # noqa: F401
+from tests.support.temporal import time_skipping_server_path
 from workflows.worker import build_worker
 
 
