@@ -26,7 +26,7 @@ test: $(STAMP) lint
 # integration, browser or timeskipping are left out; tests/conftest.py fails a test that starts
 # the dev server or Chromium without its marker, and marks the time-skipping ones itself).
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -m "not integration and not browser and not timeskipping" $(ARGS)
+	TOLLGATE_FAST_TESTS=1 $(VENV)/bin/pytest -m "not integration and not browser and not timeskipping" $(ARGS)
 
 # Every benchmark, one after the other; QUICK=1 for small sizes (under 5 minutes). Writes BENCHMARKS.md.
 bench: $(STAMP)

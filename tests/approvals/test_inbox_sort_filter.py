@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from approvals.models import ApprovalTask, Policy, RoutingRule, SavedView, TaskAssignment, compare
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +128,12 @@ PAYLOAD_VALUES = (
 )
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(40),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     values=st.lists(PAYLOAD_VALUES, min_size=1, max_size=6),
     operator=st.sampled_from([op.value for op in RoutingRule.Operator]),

@@ -29,11 +29,12 @@ from hypothesis import strategies as st
 from approvals.models import ApprovalTask, Delegation, Policy, RoutingRule, TaskAssignment
 from config.ports import free_port
 from monitoring.models import Execution
+from tests.support.properties import examples
 
 pytestmark = pytest.mark.django_db
 
 PAGES = settings(
-    max_examples=50,
+    max_examples=examples(50),
     deadline=None,
     derandomize=True,
     database=None,
@@ -349,7 +350,7 @@ def test_the_start_page_answers_any_post(
 MONITORING_QUERY = ("window", "start", "end", "format", "q", "type", "status", "workflow_id", "sort", "page", "minutes")
 
 
-@settings(PAGES, max_examples=25)  # six pages per example
+@settings(PAGES, max_examples=examples(25))  # six pages per example
 @given(query=params(*MONITORING_QUERY), htmx=st.booleans())
 @example(query={"window": "custom", "start": "0001-01-01T00:00:00", "end": "9999-12-31T23:59:59-12:00"}, htmx=False)
 @example(query={"minutes": "9" * 5000, "format": "json"}, htmx=False)

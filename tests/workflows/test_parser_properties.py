@@ -19,6 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.support.properties import examples
 from workflows.parsing import MAX_DEPTH, MAX_SAFE_INTEGER, InputError, check_json, json_from_text
 from workflows.reference.budget import BUDGET_FIELDS, BudgetInput, SpendSignal
 from workflows.reference.campaign import CAMPAIGN_FIELDS, CampaignInput
@@ -28,7 +29,7 @@ from workflows.reference.saga import ORDER_FIELDS, OrderInput
 from workflows.types import INPUT_FIELDS, ApprovalInput, CancelSignal, DecisionSignal, PolicySnapshot
 
 PROPERTY = settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     derandomize=True,
     database=None,
