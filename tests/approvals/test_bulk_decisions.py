@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalTask, AuditEntry, BulkDecision, Decision, Policy, TaskAssignment
 from config.ports import free_port
+from tests.support.temporal import eventually
 from workflows import client as temporal
 
 pytestmark = pytest.mark.django_db
@@ -175,16 +176,6 @@ def start_requests(requests: list[dict[str, Any]]) -> list[str]:
     return temporal.run(start_all)
 
 
-def wait_until(check: Any, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true within {timeout} s")
-
-
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_bulk_approval_of_200_tasks_answers_within_seconds_each_through_its_workflow(
@@ -198,7 +189,9 @@ def test_bulk_approval_of_200_tasks_answers_within_seconds_each_through_its_work
     requests = [{"request_id": f"{token}-{n}", "title": f"Bulk {n}", "requested_by": "alice"} for n in range(199)]
     requests.append({"request_id": f"{token}-q", "title": "Needs two", "requested_by": "alice", "policy": quorum.slug})
     ids = start_requests(requests)
-    wait_until(lambda: ApprovalTask.objects.filter(workflow_id__in=ids, status="pending").count() == len(requests))
+    eventually(
+        lambda: ApprovalTask.objects.filter(workflow_id__in=ids, status="pending").count() == len(requests), timeout=120
+    )
     bob = Client()
     bob.force_login(cast["bob"])
     run = str(uuid.uuid4())
@@ -217,7 +210,10 @@ def test_bulk_approval_of_200_tasks_answers_within_seconds_each_through_its_work
     assert states <= {"applied", "delivered"}, states
     assert "applied" in states
     assert took < 20, f"200 tasks took {took:.1f} s"
-    wait_until(lambda: ApprovalTask.objects.filter(workflow_id__in=ids, status="approved").count() == len(requests) - 1)
+    eventually(
+        lambda: ApprovalTask.objects.filter(workflow_id__in=ids, status="approved").count() == len(requests) - 1,
+        timeout=120,
+    )
     assert Decision.objects.filter(user=cast["bob"], result="applied").count() == len(requests)
     vote = Decision.objects.get(user=cast["bob"], task__title="Needs two")
     assert vote.result_reason == "vote counted: 1 of 2 approvals"

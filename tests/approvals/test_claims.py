@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from approvals.models import ApprovalTask, AuditEntry, Decision, Policy, TaskAssignment, TaskClaim
 from config.ports import free_port
+from tests.support.web import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -32,12 +33,6 @@ def make_task(title: str, **fields: Any) -> ApprovalTask:
     )  # fmt: skip
     TaskAssignment.objects.create(task=task, level=1, group=Group.objects.get(name="approvers"))
     return task
-
-
-def logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@ and the real worker."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -19,26 +16,9 @@ from temporalio.client import Client
 from approvals.digest import DIGEST_SCHEDULE_ID, ensure_digest_schedule
 from approvals.digest_workflow import DIGEST_WORKFLOW, SendDigestsInput, SendDigestsResult
 from approvals.models import ApprovalTask, MailPreference, TaskAssignment
+from tests.support.temporal import run_async
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def in_thread(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run a coroutine on a loop of its own (the worker's loop runs in another thread)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(make())
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def test_the_digest_workflow_mails_each_digest_user_their_open_tasks_once_a_day(
@@ -70,7 +50,7 @@ def test_the_digest_workflow_mails_each_digest_user_their_open_tasks_once_a_day(
             )
         return results
 
-    first, second = in_thread(run_twice)
+    first, second = run_async(run_twice)
     assert (first.sent, first.nothing_open) == (1, 1)
     assert (second.sent, second.nothing_open) == (0, 0)  # the same day: nobody twice
     (message,) = mail.outbox
@@ -92,7 +72,7 @@ def test_the_worker_creates_the_daily_digest_schedule_once(worker: Any, settings
             await client.get_schedule_handle(DIGEST_SCHEDULE_ID).delete()
         return created, again, described
 
-    created, again, described = in_thread(ensure)
+    created, again, described = run_async(ensure)
     assert (created, again) == (True, False)
     (calendar,) = described.schedule.spec.calendars
     assert [r.start for r in calendar.hour] == [6] and described.schedule.spec.time_zone_name == settings.TIME_ZONE

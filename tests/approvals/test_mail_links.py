@@ -7,7 +7,7 @@ import email
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import Message
 from typing import Any
 from urllib.parse import urlparse
@@ -19,20 +19,10 @@ from django.test import Client
 from approvals.audit import verify_task_chain
 from approvals.models import ApprovalTask, Decision, MailLinkUse
 from config.ports import free_port
+from tests.support.temporal import eventually
 from workflows import client as temporal
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s (last value: {value!r})")
 
 
 class Inbox:
@@ -99,7 +89,7 @@ def test_the_approve_link_in_a_real_mail_decides_as_its_recipient_without_a_sess
     cast: dict[str, Any], worker: Any, smtp: Inbox
 ) -> None:
     workflow_id = start_request({"amount": 1200, "vendor": "ACME", "cost centre": "R&D"})
-    (message,) = eventually(lambda: smtp.to("bob@example.com"))
+    (message,) = eventually(lambda: smtp.to("bob@example.com"), timeout=20)
     text = body(message)
     assert message["Subject"] == "Approval needed: Laptop for the new hire"
     assert "amount: 1200" in text and "vendor: ACME" in text and "cost centre: R&D" in text
@@ -146,14 +136,14 @@ def test_a_mail_server_that_refuses_one_recipient_mails_the_others_once_on_retry
     erin.groups.add(Group.objects.get(name="approvers"))
     smtp.refuse.add("erin@example.com")
     workflow_id = start_request({"amount": 5})
-    eventually(lambda: smtp.to("bob@example.com"))
+    eventually(lambda: smtp.to("bob@example.com"), timeout=20)
     # The first attempt mailed bob, then failed on erin; its progress is kept on the Notification row.
     note = eventually(
         lambda: ApprovalTask.objects.get(workflow_id=workflow_id).notifications.filter(kind="assigned").first()
     )
     assert note.recipients == ["bob@example.com"] and note.sent_at is None
     smtp.refuse.clear()  # the retry (five seconds later) mails erin only
-    eventually(lambda: smtp.to("erin@example.com"))
+    eventually(lambda: smtp.to("erin@example.com"), timeout=20)
     time.sleep(1)
     assert len(smtp.to("bob@example.com")) == 1  # mailed once though the activity ran more than once
     assert len(smtp.to("erin@example.com")) == 1

@@ -15,14 +15,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ApprovalTask, AuditEntry, Decision, TaskAssignment, TaskComment
+from tests.support.web import logged_in
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

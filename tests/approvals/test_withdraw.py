@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from temporalio.client import Client as TemporalClient
 
 from approvals.models import ApprovalTask, AuditEntry
 from config.ports import free_port
+from tests.support.temporal import eventually
+from tests.support.web import logged_in
 from workflows import client as temporal
 
 pytestmark = pytest.mark.django_db
-
-
-def logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def wait_until(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout} s")
 
 
 @pytest.mark.integration
@@ -46,13 +30,15 @@ def test_alice_withdraws_her_request_and_the_workflow_ends_cancelled_by_her(
         workflow_id=workflow_id,
         request={"request_id": request_id, "title": "Conference ticket", "requested_by": "alice"},
     )
-    task = wait_until(lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").first())
+    task = eventually(
+        lambda: ApprovalTask.objects.filter(workflow_id=workflow_id, status="pending").first(), timeout=30
+    )
     alice = logged_in(cast["alice"])
     assert 'id="withdraw"' in alice.get(task.get_absolute_url()).content.decode()
     assert logged_in(cast["bob"]).post(reverse("approvals:withdraw", args=[task.pk])).status_code == 403
     response = alice.post(reverse("approvals:withdraw", args=[task.pk]), {"reason": "Event cancelled"}, follow=True)
     assert "Request withdrawn" in response.content.decode() or "Withdrawal sent" in response.content.decode()
-    task = wait_until(lambda: ApprovalTask.objects.filter(pk=task.pk, status="cancelled").first())
+    task = eventually(lambda: ApprovalTask.objects.filter(pk=task.pk, status="cancelled").first(), timeout=30)
     assert (task.decided_by, task.comment) == ("alice", "Event cancelled")
     entry = AuditEntry.objects.get(task=task, kind="cancelled")
     assert entry.actor == "alice" and entry.message == "Cancelled by alice: Event cancelled"

@@ -32,20 +32,11 @@ from approvals import services
 from approvals.demo import DEMO_PASSWORD
 from approvals.models import ApprovalTask, Decision, Policy
 from config.ports import free_port
+from tests.support.temporal import eventually
 from workflows import client as temporal
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not true within {timeout} s: {check}")
 
 
 def off_the_loop(fn: Any, /, **kwargs: Any) -> Any:
@@ -73,7 +64,9 @@ def start_requests(titles: list[str], **fields: Any) -> list[ApprovalTask]:
 
     off_the_loop(temporal.run, coro_fn=start_all)
     ids = [f"approval-{r['request_id']}" for r in requests]
-    wait_until(lambda: ApprovalTask.objects.filter(workflow_id__in=ids, status="pending").count() == len(ids))
+    eventually(
+        lambda: ApprovalTask.objects.filter(workflow_id__in=ids, status="pending").count() == len(ids), timeout=90
+    )
     return list(ApprovalTask.objects.filter(workflow_id__in=ids).order_by("title"))
 
 
@@ -114,7 +107,7 @@ def web(temporal_settings: Any, redis_url: str, redis_layer: str, cast: dict[str
         except OSError:
             return False
 
-    wait_until(up, timeout=30)
+    eventually(up, timeout=30)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -235,7 +228,7 @@ def test_bob_approves_fifty_in_bulk_with_one_taken_meanwhile_and_one_that_forbid
     assert others <= {"Applied", "Delivered, being applied"}, others
     # The live inbox drops each task as its workflow confirms it: only the guarded one stays.
     page.locator("tr.task-row").filter(has_text="Bulk 00").wait_for(state="detached", timeout=30_000)
-    wait_until(lambda: page.locator("tr.task-row").count() == 1, timeout=30)
+    eventually(lambda: page.locator("tr.task-row").count() == 1, timeout=30)
     assert (
         page.locator("tr.task-row").inner_text().startswith("Bulk guarded")
         or "Bulk guarded" in page.locator("tr.task-row").inner_text()

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from approvals.models import ApprovalTask
 from config import tracing
+from tests.support.web import logged_in
 from workflows import client as temporal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,12 +41,6 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield exporter
     tracing.stop_tracing()
     provider.shutdown()
-
-
-def logged_in(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def one(found: list[ReadableSpan], name: str) -> ReadableSpan:
